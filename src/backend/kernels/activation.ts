@@ -1,0 +1,39 @@
+/** SiLU(x) = x·σ(x). */
+export function siluForward(x: Float32Array, out: Float32Array): void {
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i];
+    out[i] = v / (1 + Math.exp(-v));
+  }
+}
+
+/** d SiLU/dx = σ(x)·(1 + x·(1 − σ(x))). */
+export function siluBackward(x: Float32Array, grad: Float32Array, into: Float32Array): void {
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i];
+    const s = 1 / (1 + Math.exp(-v));
+    into[i] += grad[i] * s * (1 + v * (1 - s));
+  }
+}
+
+/** SwiGLU: out = SiLU(gate) · up, the Llama MLP's middle step, fused to avoid two temporaries. */
+export function swigluForward(gate: Float32Array, up: Float32Array, out: Float32Array): void {
+  for (let i = 0; i < gate.length; i++) {
+    const g = gate[i];
+    out[i] = (g / (1 + Math.exp(-g))) * up[i];
+  }
+}
+
+export function swigluBackward(
+  gate: Float32Array,
+  up: Float32Array,
+  grad: Float32Array,
+  gateInto: Float32Array | null,
+  upInto: Float32Array | null,
+): void {
+  for (let i = 0; i < gate.length; i++) {
+    const g = gate[i];
+    const s = 1 / (1 + Math.exp(-g));
+    if (upInto) upInto[i] += grad[i] * g * s;
+    if (gateInto) gateInto[i] += grad[i] * up[i] * s * (1 + g * (1 - s));
+  }
+}

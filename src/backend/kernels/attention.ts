@@ -1,0 +1,149 @@
+import type { Backend } from '../backend.js';
+
+/**
+ * Scaled dot-product attention over [batch, tokens, heads, headDim] buffers, head by head
+ * through the backend's GEMM with strided rows (no transposes are materialised).
+ *
+ * Keys and values may live in a larger cache: batch b's keys start at b·kvCapacity rows and the
+ * first `keys` rows are valid. Query i sits at key position `queryOffset + i`; with `causal`
+ * it sees keys 0..queryOffset+i. `keyMask` (0 = padding) and `segments` (packed sequences:
+ * only equal ids see each other) restrict further.
+ */
+export interface AttentionShape {
+  batch: number;
+  queries: number;
+  keys: number;
+  kvCapacity: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  queryOffset: number;
+  causal: boolean;
+  keyMask: Uint8Array | null;
+  segments: Int32Array | null;
+}
+
+/** Which keys query i of batch b may see, as the contiguous run [0, end) minus masked ones. */
+function visibleEnd(s: AttentionShape, i: number): number {
+  return s.causal ? Math.min(s.keys, s.queryOffset + i + 1) : s.keys;
+}
+
+function maskScores(s: AttentionShape, b: number, scores: Float32Array): void {
+  const { queries: T, keys: S } = s;
+  for (let i = 0; i < T; i++) {
+    const row = i * S;
+    const end = visibleEnd(s, i);
+    for (let j = end; j < S; j++) scores[row + j] = -Infinity;
+    if (s.keyMask) {
+      const m = b * S;
+      for (let j = 0; j < end; j++) if (s.keyMask[m + j] === 0) scores[row + j] = -Infinity;
+    }
+    if (s.segments) {
+      const base = b * S;
+      const own = s.segments[base + s.queryOffset + i];
+      for (let j = 0; j < end; j++) if (s.segments[base + j] !== own) scores[row + j] = -Infinity;
+    }
+  }
+}
+
+/** Softmax of each row in place; a row with no visible key becomes all zeros. */
+function softmaxRows(scores: Float32Array, rows: number, n: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * n;
+    let max = -Infinity;
+    for (let j = 0; j < n; j++) if (scores[o + j] > max) max = scores[o + j];
+    if (max === -Infinity) {
+      scores.fill(0, o, o + n);
+      continue;
+    }
+    let sum = 0;
+    for (let j = 0; j < n; j++) {
+      const e = Math.exp(scores[o + j] - max);
+      scores[o + j] = e;
+      sum += e;
+    }
+    const inv = 1 / sum;
+    for (let j = 0; j < n; j++) scores[o + j] *= inv;
+  }
+}
+
+/**
+ * out = softmax(q·kᵀ/√d + mask)·v. When `probs` is given ([batch, heads, queries, keys]) the
+ * probabilities are kept there for the backward pass.
+ */
+export function attentionForward(
+  be: Backend,
+  s: AttentionShape,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  out: Float32Array,
+  probs: Float32Array | null,
+): void {
+  const { batch: B, queries: T, keys: S, heads: H, kvHeads: HKV, headDim: D, kvCapacity } = s;
+  const group = H / HKV;
+  const scale = 1 / Math.sqrt(D);
+  const qRow = H * D;
+  const kvRow = HKV * D;
+  const scratch = probs ? null : new Float32Array(T * S);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const kvh = Math.floor(h / group);
+      const p = probs ? probs.subarray(((b * H + h) * T) * S, ((b * H + h) * T + T) * S) : (scratch as Float32Array);
+      const qOff = b * T * qRow + h * D;
+      const kvOff = b * kvCapacity * kvRow + kvh * D;
+      be.gemm({ transA: false, transB: true, m: T, n: S, k: D, alpha: scale, a: q.subarray(qOff), lda: qRow, b: k.subarray(kvOff), ldb: kvRow, beta: 0, c: p, ldc: S });
+      maskScores(s, b, p);
+      softmaxRows(p, T, S);
+      be.gemm({ transA: false, transB: false, m: T, n: D, k: S, alpha: 1, a: p, lda: S, b: v.subarray(kvOff), ldb: kvRow, beta: 0, c: out.subarray(qOff), ldc: qRow });
+    }
+  }
+}
+
+/** Gradients of the attention inputs from the output gradient and the kept probabilities. */
+export function attentionBackward(
+  be: Backend,
+  s: AttentionShape,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  probs: Float32Array,
+  grad: Float32Array,
+  qInto: Float32Array | null,
+  kInto: Float32Array | null,
+  vInto: Float32Array | null,
+): void {
+  const { batch: B, queries: T, keys: S, heads: H, kvHeads: HKV, headDim: D, kvCapacity } = s;
+  const group = H / HKV;
+  const scale = 1 / Math.sqrt(D);
+  const qRow = H * D;
+  const kvRow = HKV * D;
+  const dp = new Float32Array(T * S);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const kvh = Math.floor(h / group);
+      const p = probs.subarray(((b * H + h) * T) * S, ((b * H + h) * T + T) * S);
+      const qOff = b * T * qRow + h * D;
+      const kvOff = b * kvCapacity * kvRow + kvh * D;
+      const g = grad.subarray(qOff);
+      if (vInto) {
+        be.gemm({ transA: true, transB: false, m: S, n: D, k: T, alpha: 1, a: p, lda: S, b: g, ldb: qRow, beta: 1, c: vInto.subarray(kvOff), ldc: kvRow });
+      }
+      if (!qInto && !kInto) continue;
+      be.gemm({ transA: false, transB: true, m: T, n: S, k: D, alpha: 1, a: g, lda: qRow, b: v.subarray(kvOff), ldb: kvRow, beta: 0, c: dp, ldc: S });
+      // dS = P ∘ (dP − Σ_j dP·P), then the 1/√d of the forward scores.
+      for (let i = 0; i < T; i++) {
+        const o = i * S;
+        let dot = 0;
+        for (let j = 0; j < S; j++) dot += dp[o + j] * p[o + j];
+        for (let j = 0; j < S; j++) dp[o + j] = p[o + j] * (dp[o + j] - dot) * scale;
+      }
+      if (qInto) {
+        be.gemm({ transA: false, transB: false, m: T, n: D, k: S, alpha: 1, a: dp, lda: S, b: k.subarray(kvOff), ldb: kvRow, beta: 1, c: qInto.subarray(qOff), ldc: qRow });
+      }
+      if (kInto) {
+        be.gemm({ transA: true, transB: false, m: S, n: D, k: T, alpha: 1, a: dp, lda: S, b: q.subarray(qOff), ldb: qRow, beta: 1, c: kInto.subarray(kvOff), ldc: kvRow });
+      }
+    }
+  }
+}

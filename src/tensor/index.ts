@@ -1,0 +1,17 @@
+export { Tensor, noGrad, isGradEnabled, sizeOf } from './tensor.js';
+export type { GradNode, GradSink } from './tensor.js';
+export { matmul, linear } from './ops/matmul.js';
+export type { MatmulOptions } from './ops/matmul.js';
+export { add, mul, sub, scale, silu, swiglu } from './ops/elementwise.js';
+export { reshape } from './ops/shape.js';
+export { sum, mean, sumLastDim } from './ops/reduce.js';
+export { rmsNorm } from './ops/norm.js';
+export { rope } from './ops/rope.js';
+export { softmax } from './ops/softmax.js';
+export { embedding } from './ops/embedding.js';
+export { attention } from './ops/attention.js';
+export type { AttentionOptions } from './ops/attention.js';
+export { tokenLogprobs, crossEntropy, IGNORE_INDEX } from './ops/loss.js';
+export { RopeTables } from '../backend/kernels/rope.js';
+export type { RopeConfig } from '../backend/kernels/rope.js';
+export { Rng } from './random.js';

@@ -1,0 +1,85 @@
+import { backend } from '../../backend/select.js';
+import { Tensor, record } from '../tensor.js';
+import { add } from './elementwise.js';
+
+export interface MatmulOptions {
+  transA?: boolean;
+  transB?: boolean;
+}
+
+/**
+ * op(A)·op(B) for a 2-D B. A may carry leading batch dimensions when it is not transposed
+ * ([..., M, K] is treated as one [M', K] matrix); with both 3-D and equal batch, each pair is
+ * multiplied.
+ */
+export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+  const transA = opts.transA ?? false;
+  const transB = opts.transB ?? false;
+  if (a.ndim === 3 && b.ndim === 3) return batchedMatmul(a, b, transA, transB);
+  if (b.ndim !== 2) throw new Error(`matmul: B must be 2-D, got ${b}`);
+  if (a.ndim < 2 || (transA && a.ndim !== 2)) throw new Error(`matmul: A must be 2-D (or batched and not transposed), got ${a}`);
+  const aRows = a.size / a.lastDim;
+  const [m, kA] = transA ? [a.lastDim, aRows] : [aRows, a.lastDim];
+  const [kB, n] = transB ? [b.shape[1], b.shape[0]] : [b.shape[0], b.shape[1]];
+  if (kA !== kB) throw new Error(`matmul: inner sizes differ: ${a} · ${b} (transA ${transA}, transB ${transB})`);
+  const outShape = transA ? [m, n] : [...a.shape.slice(0, -1), n];
+  const out = Tensor.zeros(outShape);
+  gemm2d(a.data, b.data, out.data, m, n, kA, transA, transB, 0);
+  return record(out, 'matmul', [a, b], (g, sink) => {
+    const ga = sink.acc(a);
+    const gb = sink.acc(b);
+    if (ga) gradA(g, b.data, ga, m, n, kA, transA, transB);
+    if (gb) gradB(g, a.data, gb, m, n, kA, transA, transB);
+  });
+}
+
+function batchedMatmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
+  const batch = a.shape[0];
+  if (b.shape[0] !== batch) throw new Error(`matmul: batch sizes differ: ${a} · ${b}`);
+  const [m, kA] = transA ? [a.shape[2], a.shape[1]] : [a.shape[1], a.shape[2]];
+  const [kB, n] = transB ? [b.shape[2], b.shape[1]] : [b.shape[1], b.shape[2]];
+  if (kA !== kB) throw new Error(`matmul: inner sizes differ: ${a} · ${b}`);
+  const out = Tensor.zeros([batch, m, n]);
+  const sa = m * kA;
+  const sb = kA * n;
+  const sc = m * n;
+  for (let i = 0; i < batch; i++) {
+    gemm2d(a.data.subarray(i * sa), b.data.subarray(i * sb), out.data.subarray(i * sc), m, n, kA, transA, transB, 0);
+  }
+  return record(out, 'matmul', [a, b], (g, sink) => {
+    const ga = sink.acc(a);
+    const gb = sink.acc(b);
+    for (let i = 0; i < batch; i++) {
+      const gi = g.subarray(i * sc);
+      if (ga) gradA(gi, b.data.subarray(i * sb), ga.subarray(i * sa), m, n, kA, transA, transB);
+      if (gb) gradB(gi, a.data.subarray(i * sa), gb.subarray(i * sb), m, n, kA, transA, transB);
+    }
+  });
+}
+
+function gemm2d(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean, beta: number): void {
+  backend().gemm({ transA, transB, m, n, k, alpha: 1, a, lda: transA ? m : k, b, ldb: transB ? k : n, beta, c, ldc: n });
+}
+
+/** dA from dC: dC·op(B)ᵀ, or its transpose when A was transposed. Accumulates. */
+function gradA(g: Float32Array, b: Float32Array, into: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean): void {
+  const be = backend();
+  const ldb = transB ? k : n;
+  if (!transA) be.gemm({ transA: false, transB: !transB, m, n: k, k: n, alpha: 1, a: g, lda: n, b, ldb, beta: 1, c: into, ldc: k });
+  else be.gemm({ transA: transB, transB: true, m: k, n: m, k: n, alpha: 1, a: b, lda: ldb, b: g, ldb: n, beta: 1, c: into, ldc: m });
+}
+
+/** dB from dC: op(A)ᵀ·dC, or its transpose when B was transposed. Accumulates. */
+function gradB(g: Float32Array, a: Float32Array, into: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean): void {
+  const be = backend();
+  const lda = transA ? m : k;
+  if (!transB) be.gemm({ transA: !transA, transB: false, m: k, n, k: m, alpha: 1, a, lda, b: g, ldb: n, beta: 1, c: into, ldc: n });
+  else be.gemm({ transA: true, transB: transA, m: n, n: k, k: m, alpha: 1, a: g, lda: n, b: a, ldb: lda, beta: 1, c: into, ldc: k });
+}
+
+/** y = x·Wᵀ + bias for W stored [out, in] as Hugging Face stores it. */
+export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
+  const y = matmul(x, weight, { transB: true });
+  if (!bias) return y;
+  return add(y, bias);
+}
