@@ -1,0 +1,33 @@
+import os from 'node:os';
+import { backend } from '../../backend/select.js';
+import { parseFlags } from '../args.js';
+import type { Command } from '../main.js';
+
+export function environmentFacts(): Record<string, string | number | null> {
+  const info = backend().describe();
+  return {
+    backend: info.backend,
+    blas_library: info.libraryPath,
+    blas_threads: info.backend === 'blas' ? info.threads : null,
+    blas_config: info.config,
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+    cores: os.availableParallelism(),
+    memory_gb: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
+  };
+}
+
+export const envCommand: Command = {
+  summary: 'show the compute backend, the BLAS library and its threads, Node and the cores',
+  run(argv) {
+    const { values } = parseFlags('env', argv, { json: { type: 'boolean' }, help: { type: 'boolean' } });
+    if (values.help) {
+      console.log('usage: tunekit env [--json]\n\nTUNEKIT_BACKEND=js|blas forces a backend; TUNEKIT_BLAS_LIB names a BLAS library to load.');
+      return 0;
+    }
+    const facts = environmentFacts();
+    if (values.json) console.log(JSON.stringify(facts));
+    else for (const [k, v] of Object.entries(facts)) console.log(`${k.padEnd(14)}${v ?? '-'}`);
+    return 0;
+  },
+};

@@ -1,0 +1,105 @@
+import fs from 'node:fs';
+import { join } from 'node:path';
+import { FileFormatError, UserError } from '../errors.js';
+import { parseDecoderConfig } from '../models/config.js';
+import type { DecoderConfig } from '../models/config.js';
+import { CausalLM } from '../models/decoder.js';
+import type { WritableDtype } from './safetensors.js';
+import { openWeights, saveWeights } from './weights.js';
+
+/** Files beside the weights that a saved or merged model folder carries over unchanged. */
+export const TOKENIZER_FILES = [
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'vocab.json',
+  'merges.txt',
+  'generation_config.json',
+  'chat_template.jinja',
+];
+
+export function readJsonFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(path, 'utf8');
+  } catch {
+    throw new UserError(`${path}: file not found`);
+  }
+  try {
+    const value: unknown = JSON.parse(text);
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not an object');
+    return value as Record<string, unknown>;
+  } catch (e) {
+    throw new FileFormatError(path, `not a JSON object (${(e as Error).message})`);
+  }
+}
+
+export function readModelConfig(dir: string): DecoderConfig {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new UserError(`model folder ${dir} does not exist`);
+  const path = join(dir, 'config.json');
+  if (!fs.existsSync(path)) throw new UserError(`${dir} has no config.json; expected a Hugging Face model folder`);
+  return parseDecoderConfig(readJsonFile(path), path);
+}
+
+/**
+ * Builds the model a Hugging Face folder describes and loads its weights, checking every
+ * tensor's presence and shape against config.json.
+ */
+export function loadModel(dir: string): CausalLM {
+  const config = readModelConfig(dir);
+  const model = new CausalLM(config);
+  const weights = openWeights(dir);
+  try {
+    for (const [name, param] of model.namedParameters()) {
+      if (!weights.has(name)) throw new FileFormatError(dir, `weights have no tensor "${name}", which config.json (${config.modelType}) requires`);
+      const info = weights.info(name);
+      if (!sameShape(info.shape, param.shape)) {
+        throw new FileFormatError(
+          dir,
+          `tensor "${name}" has shape [${info.shape.join(', ')}] but config.json implies [${param.shape.join(', ')}]`,
+        );
+      }
+      param.data = weights.get(name);
+    }
+  } finally {
+    weights.close();
+  }
+  return model;
+}
+
+export interface SaveModelOptions {
+  dtype?: WritableDtype;
+  /** Folder whose tokenizer and generation files are copied beside the weights. */
+  copyFrom?: string;
+  maxShardBytes?: number;
+}
+
+/** Writes config.json, the weights (sharded when large) and the tokenizer files. */
+export function saveModel(model: CausalLM, dir: string, opts: SaveModelOptions = {}): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const dtype = opts.dtype ?? 'F32';
+  const torchDtype = { F32: 'float32', BF16: 'bfloat16', F16: 'float16' }[dtype];
+  const config = { ...model.config.raw, torch_dtype: torchDtype };
+  writeJsonAtomic(join(dir, 'config.json'), config);
+  const tensors = [...model.namedParameters()].map(([name, t]) => ({ name, shape: t.shape, data: t.data }));
+  saveWeights(dir, tensors, { dtype, maxShardBytes: opts.maxShardBytes });
+  if (opts.copyFrom) copyTokenizerFiles(opts.copyFrom, dir);
+}
+
+export function copyTokenizerFiles(from: string, to: string): void {
+  for (const f of TOKENIZER_FILES) {
+    const src = join(from, f);
+    if (fs.existsSync(src) && join(from) !== join(to)) fs.copyFileSync(src, join(to, f));
+  }
+}
+
+/** Writes JSON through a temporary file and a rename, so a crash never leaves half a file. */
+export function writeJsonAtomic(path: string, value: unknown): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`);
+  fs.renameSync(tmp, path);
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
