@@ -15,3 +15,5 @@ export { tokenLogprobs, crossEntropy, IGNORE_INDEX } from './ops/loss.js';
 export { RopeTables } from '../backend/kernels/rope.js';
 export type { RopeConfig } from '../backend/kernels/rope.js';
 export { Rng } from './random.js';
+export { dropout } from './ops/dropout.js';
+export { selectRows } from './ops/select.js';
