@@ -34,17 +34,21 @@ export interface ArchitectureTraits {
   architecture: string;
   qkvBias: (raw: Record<string, unknown>) => boolean;
   oBias: (raw: Record<string, unknown>) => boolean;
+  mlpBias: (raw: Record<string, unknown>) => boolean;
   qkNorm: boolean;
   tieDefault: boolean;
+  /** transformers' head_dim when config.json omits it (Qwen3Config says 128); else hidden/heads. */
+  headDimDefault?: number;
 }
 
 const attentionBias = (raw: Record<string, unknown>): boolean => raw.attention_bias === true;
+const no = (): boolean => false;
 
 export const ARCHITECTURES: Record<string, ArchitectureTraits> = {
-  llama: { architecture: 'LlamaForCausalLM', qkvBias: attentionBias, oBias: attentionBias, qkNorm: false, tieDefault: false },
-  mistral: { architecture: 'MistralForCausalLM', qkvBias: () => false, oBias: () => false, qkNorm: false, tieDefault: false },
-  qwen2: { architecture: 'Qwen2ForCausalLM', qkvBias: () => true, oBias: () => false, qkNorm: false, tieDefault: false },
-  qwen3: { architecture: 'Qwen3ForCausalLM', qkvBias: attentionBias, oBias: attentionBias, qkNorm: true, tieDefault: false },
+  llama: { architecture: 'LlamaForCausalLM', qkvBias: attentionBias, oBias: attentionBias, mlpBias: (raw) => raw.mlp_bias === true, qkNorm: false, tieDefault: false },
+  mistral: { architecture: 'MistralForCausalLM', qkvBias: no, oBias: no, mlpBias: no, qkNorm: false, tieDefault: false },
+  qwen2: { architecture: 'Qwen2ForCausalLM', qkvBias: () => true, oBias: no, mlpBias: no, qkNorm: false, tieDefault: false },
+  qwen3: { architecture: 'Qwen3ForCausalLM', qkvBias: attentionBias, oBias: attentionBias, mlpBias: no, qkNorm: true, tieDefault: false, headDimDefault: 128 },
 };
 
 export const SUPPORTED_MODEL_TYPES = Object.keys(ARCHITECTURES);
@@ -74,7 +78,7 @@ export function parseDecoderConfig(raw: Record<string, unknown>, file = 'config.
   if (numHeads % numKvHeads !== 0) {
     throw new FileFormatError(file, `num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
   }
-  const headDim = raw.head_dim == null ? hiddenSize / numHeads : int('head_dim');
+  const headDim = raw.head_dim == null ? (traits.headDimDefault ?? hiddenSize / numHeads) : int('head_dim');
   if (!Number.isInteger(headDim) || headDim % 2 !== 0) throw new FileFormatError(file, `head dimension ${headDim} must be an even integer`);
   const act = raw.hidden_act ?? 'silu';
   if (act !== 'silu') throw new FileFormatError(file, `hidden_act "${String(act)}" is not supported; expected "silu"`);
@@ -93,7 +97,7 @@ export function parseDecoderConfig(raw: Record<string, unknown>, file = 'config.
     tieWordEmbeddings: typeof raw.tie_word_embeddings === 'boolean' ? raw.tie_word_embeddings : traits.tieDefault,
     qkvBias: traits.qkvBias(raw),
     oBias: traits.oBias(raw),
-    mlpBias: raw.mlp_bias === true,
+    mlpBias: traits.mlpBias(raw),
     qkNorm: traits.qkNorm,
     bosTokenId: typeof raw.bos_token_id === 'number' ? raw.bos_token_id : null,
     eosTokenId: (raw.eos_token_id as number | number[] | undefined) ?? null,
