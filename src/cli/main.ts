@@ -2,6 +2,7 @@ import { UserError } from '../errors.js';
 import { closest } from './args.js';
 import { chatCommand } from './commands/chat.js';
 import { envCommand } from './commands/env.js';
+import { exportCommand } from './commands/export.js';
 import { generateCommand } from './commands/generate.js';
 import { initModelCommand } from './commands/init-model.js';
 import { logprobsCommand } from './commands/logprobs.js';
@@ -17,6 +18,7 @@ export const COMMANDS: Record<string, Command> = {
   generate: generateCommand,
   chat: chatCommand,
   logprobs: logprobsCommand,
+  export: exportCommand,
 };
 
 function usage(): string {

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
 import { loadModel, readJsonFile } from '../io/model-folder.js';
+import { loadAdapter } from '../io/peft-adapter.js';
 import type { CausalLM } from '../models/decoder.js';
 import { renderChat, resolveTemplate } from '../text/chat-template.js';
 import type { ChatMessage } from '../text/chat-template.js';
@@ -23,6 +24,8 @@ export interface Pipeline {
 export interface PipelineOptions {
   /** A built-in template name instead of the model's own. */
   template?: string | null;
+  /** A PEFT LoRA adapter folder applied over the base weights. */
+  adapter?: string | null;
 }
 
 export function loadPipeline(dir: string, opts: PipelineOptions = {}): Pipeline {
@@ -31,6 +34,7 @@ export function loadPipeline(dir: string, opts: PipelineOptions = {}): Pipeline 
   }
   const tokenizer = Tokenizer.fromFolder(dir);
   const model = loadModel(dir);
+  if (opts.adapter) loadAdapter(model, opts.adapter);
   model.eval();
   return {
     dir,

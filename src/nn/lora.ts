@@ -37,10 +37,13 @@ export class LoraLinear extends Module implements LinearLike {
   enabled = true;
   private readonly dropoutP: number;
 
+  /** Draws the dropout masks; the trainer reseeds it per step so a resumed run repeats them. */
+  dropoutRng: Rng;
+
   constructor(
     readonly base: Linear,
     settings: LoraSettings,
-    private readonly rng: Rng,
+    rng: Rng,
   ) {
     super();
     this.registerParameter('weight', base.weight);
@@ -51,7 +54,8 @@ export class LoraLinear extends Module implements LinearLike {
     this.lora_B = this.registerModule('lora_B', new Linear(settings.r, base.outFeatures));
     this.scaling = loraScaling(settings);
     this.dropoutP = settings.dropout;
-    this.initialize(settings.init);
+    this.dropoutRng = rng;
+    this.initialize(settings.init, rng);
   }
 
   get inFeatures(): number {
@@ -68,13 +72,13 @@ export class LoraLinear extends Module implements LinearLike {
   }
 
   /** PEFT's default: A ~ Kaiming-uniform with a = √5 (bound 1/√in); or N(0, 1/r) as in the paper. B = 0. */
-  private initialize(init: LoraInit): void {
+  private initialize(init: LoraInit, rng: Rng): void {
     const a = this.lora_A.weight.data;
     const r = this.lora_A.outFeatures;
-    if (init === 'gaussian') this.rng.fillNormal(a, 1 / r);
+    if (init === 'gaussian') rng.fillNormal(a, 1 / r);
     else {
       const bound = 1 / Math.sqrt(this.base.inFeatures);
-      this.rng.fillUniform(a, -bound, bound);
+      rng.fillUniform(a, -bound, bound);
     }
     this.lora_B.weight.data.fill(0);
   }
@@ -85,7 +89,7 @@ export class LoraLinear extends Module implements LinearLike {
       if (this.merged && !this.enabled) throw new Error('LoRA: cannot disable an adapter that is merged; unmerge first');
       return y;
     }
-    const dropped = this.training ? dropout(x, this.dropoutP, this.rng) : x;
+    const dropped = this.training ? dropout(x, this.dropoutP, this.dropoutRng) : x;
     const update = linear(linear(dropped, this.lora_A.weight), this.lora_B.weight);
     return add(y, scale(update, this.scaling));
   }

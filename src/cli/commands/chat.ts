@@ -16,6 +16,7 @@ export const chatCommand: Command = {
     const { values } = parseFlags('chat', argv, {
       ...SAMPLING_FLAGS,
       model: { type: 'string' },
+      adapter: { type: 'string' },
       system: { type: 'string' },
       help: { type: 'boolean' },
     });
@@ -23,7 +24,7 @@ export const chatCommand: Command = {
       console.log(HELP);
       return 0;
     }
-    const p = loadPipeline(requireFlag('chat', values.model, 'model'), { template: values.template });
+    const p = loadPipeline(requireFlag('chat', values.model, 'model'), { template: values.template, adapter: values.adapter });
     const opts = generateOptions('chat', values, p, 0.7);
     const fresh = (): ChatMessage[] => (values.system ? [{ role: 'system', content: values.system }] : []);
     let history = fresh();

@@ -41,6 +41,7 @@ export function generateOptions(command: string, values: SamplingValues, p: Pipe
 const HELP = `usage: tunekit generate --model DIR --prompt TEXT [options]
 
   --model DIR              Hugging Face model folder
+  --adapter DIR            a LoRA adapter (PEFT format) to apply
   --prompt TEXT            the user's message
   --system TEXT            a system prompt
   --raw                    continue the prompt as plain text, without the chat template
@@ -56,6 +57,7 @@ export const generateCommand: Command = {
     const { values } = parseFlags('generate', argv, {
       ...SAMPLING_FLAGS,
       model: { type: 'string' },
+      adapter: { type: 'string' },
       prompt: { type: 'string' },
       system: { type: 'string' },
       raw: { type: 'boolean' },
@@ -68,7 +70,7 @@ export const generateCommand: Command = {
     }
     const dir = requireFlag('generate', values.model, 'model');
     const prompt = requireFlag('generate', values.prompt, 'prompt');
-    const p = loadPipeline(dir, { template: values.template });
+    const p = loadPipeline(dir, { template: values.template, adapter: values.adapter });
     const messages: ChatMessage[] = [];
     if (values.system) messages.push({ role: 'system', content: values.system });
     messages.push({ role: 'user', content: prompt });

@@ -41,6 +41,7 @@ export const logprobsCommand: Command = {
   run(argv) {
     const { values } = parseFlags('logprobs', argv, {
       model: { type: 'string' },
+      adapter: { type: 'string' },
       data: { type: 'string' },
       chat: { type: 'boolean' },
       template: { type: 'string' },
@@ -52,7 +53,7 @@ export const logprobsCommand: Command = {
     }
     const file = requireFlag('logprobs', values.data, 'data');
     if (!fs.existsSync(file)) throw new UserError(`logprobs: ${file}: file not found`);
-    const p = loadPipeline(requireFlag('logprobs', values.model, 'model'), { template: values.template });
+    const p = loadPipeline(requireFlag('logprobs', values.model, 'model'), { template: values.template, adapter: values.adapter });
     const lines = fs.readFileSync(file, 'utf8').split('\n');
     lines.forEach((line, i) => {
       if (!line.trim()) return;

@@ -1,0 +1,256 @@
+import fs from 'node:fs';
+import YAML from 'yaml';
+import { closest } from '../cli/args.js';
+import { FileFormatError, UserError } from '../errors.js';
+import { SCHEDULER_TYPES } from './schedule.js';
+import type { SchedulerType } from './schedule.js';
+
+/** A training run's settings, under LLaMA-Factory's key names. */
+export interface TrainConfig {
+  model_name_or_path: string;
+  adapter_name_or_path: string | null;
+  stage: 'pt' | 'sft';
+  finetuning_type: 'lora' | 'full';
+  lora_rank: number;
+  lora_alpha: number | null;
+  lora_dropout: number;
+  lora_target: string | string[];
+  use_rslora: boolean;
+  lora_init: 'kaiming' | 'gaussian';
+  dataset: string | string[];
+  dataset_dir: string;
+  eval_dataset: string | string[] | null;
+  template: string | null;
+  cutoff_len: number;
+  max_samples: number | null;
+  packing: boolean;
+  train_on_prompt: boolean;
+  mask_history: boolean;
+  layout: 'task' | 'persona';
+  skip_invalid: boolean;
+  val_size: number;
+  per_device_train_batch_size: number;
+  per_device_eval_batch_size: number;
+  gradient_accumulation_steps: number;
+  learning_rate: number;
+  num_train_epochs: number;
+  max_steps: number;
+  lr_scheduler_type: SchedulerType;
+  warmup_ratio: number;
+  warmup_steps: number;
+  max_grad_norm: number;
+  weight_decay: number;
+  adam_beta1: number;
+  adam_beta2: number;
+  adam_epsilon: number;
+  seed: number;
+  output_dir: string;
+  overwrite_output_dir: boolean;
+  logging_steps: number;
+  save_steps: number;
+  eval_steps: number | null;
+  resume_from_checkpoint: string | boolean | null;
+}
+
+export const TRAIN_DEFAULTS: Omit<TrainConfig, 'model_name_or_path' | 'dataset' | 'output_dir'> = {
+  adapter_name_or_path: null,
+  stage: 'sft',
+  finetuning_type: 'lora',
+  lora_rank: 8,
+  lora_alpha: null,
+  lora_dropout: 0,
+  lora_target: 'q_proj,v_proj',
+  use_rslora: false,
+  lora_init: 'kaiming',
+  dataset_dir: 'data',
+  eval_dataset: null,
+  template: null,
+  cutoff_len: 1024,
+  max_samples: null,
+  packing: false,
+  train_on_prompt: false,
+  mask_history: false,
+  layout: 'task',
+  skip_invalid: false,
+  val_size: 0,
+  per_device_train_batch_size: 8,
+  per_device_eval_batch_size: 8,
+  gradient_accumulation_steps: 1,
+  learning_rate: 5e-5,
+  num_train_epochs: 3,
+  max_steps: -1,
+  lr_scheduler_type: 'linear',
+  warmup_ratio: 0,
+  warmup_steps: 0,
+  max_grad_norm: 1,
+  weight_decay: 0,
+  adam_beta1: 0.9,
+  adam_beta2: 0.999,
+  adam_epsilon: 1e-8,
+  seed: 42,
+  overwrite_output_dir: false,
+  logging_steps: 10,
+  save_steps: 500,
+  eval_steps: null,
+  resume_from_checkpoint: null,
+};
+
+const REQUIRED = ['model_name_or_path', 'dataset', 'output_dir'] as const;
+const KNOWN = new Set<string>([...REQUIRED, ...Object.keys(TRAIN_DEFAULTS)]);
+
+/** LLaMA-Factory keys that mean nothing on a CPU run here: accepted with a one-line note. */
+export const IGNORED_KEYS: Record<string, string> = {
+  do_train: 'training is what `tunekit train` does',
+  do_eval: 'evaluation runs when val_size > 0',
+  bf16: 'tunekit computes in float32',
+  fp16: 'tunekit computes in float32',
+  pure_bf16: 'tunekit computes in float32',
+  ddp_timeout: 'there is one process',
+  deepspeed: 'there is one process',
+  plot_loss: 'the loss curve is always plotted',
+  overwrite_cache: 'there is no dataset cache',
+  preprocessing_num_workers: 'tokenization runs in-process',
+  dataloader_num_workers: 'batches are built in-process',
+  report_to: 'logs go to trainer_log.jsonl',
+  logging_dir: 'logs go to output_dir',
+  trust_remote_code: 'no remote code is ever run',
+  flash_attn: 'attention is computed by tunekit',
+  eval_strategy: 'evaluation runs every eval_steps when val_size > 0',
+  evaluation_strategy: 'evaluation runs every eval_steps when val_size > 0',
+  save_strategy: 'checkpoints are saved every save_steps',
+  save_only_model: 'checkpoints always keep the optimizer state for resuming',
+  save_total_limit: 'all checkpoints are kept',
+  gradient_checkpointing: 'not implemented yet; activations are kept',
+  optim: 'the optimizer is AdamW',
+  upcast_layernorm: 'tunekit computes in float32',
+  disable_gradient_checkpointing: 'activations are kept',
+  quantization_bit: 'quantized training is not supported; the base runs in float32',
+};
+
+export interface ParsedConfig {
+  config: TrainConfig;
+  notes: string[];
+  /** Folder of the YAML file, for messages. */
+  source: string;
+}
+
+/** Reads a YAML config, applies `--key value` overrides, fills defaults and checks every value. */
+export function loadTrainConfig(path: string | null, overrides: Record<string, unknown> = {}): ParsedConfig {
+  let raw: Record<string, unknown> = {};
+  const source = path ?? 'command line';
+  if (path) {
+    if (!fs.existsSync(path)) throw new UserError(`${path}: config file not found`);
+    let parsed: unknown;
+    try {
+      parsed = YAML.parse(fs.readFileSync(path, 'utf8'));
+    } catch (e) {
+      throw new FileFormatError(path, `not valid YAML (${(e as Error).message.split('\n')[0]})`);
+    }
+    if (parsed !== null && (typeof parsed !== 'object' || Array.isArray(parsed))) {
+      throw new FileFormatError(path, 'expected a mapping of keys to values');
+    }
+    raw = (parsed ?? {}) as Record<string, unknown>;
+  }
+  raw = { ...raw, ...overrides };
+  return { ...validate(raw, source), source };
+}
+
+/** Turns `--key value` pairs into overrides, values read as YAML scalars (numbers, booleans). */
+export function parseOverrides(argv: string[]): { file: string | null; overrides: Record<string, unknown> } {
+  let file: string | null = null;
+  const overrides: Record<string, unknown> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (!arg.startsWith('--')) {
+      if (file) throw new UserError(`train: unexpected argument "${arg}"; give one CONFIG.yaml and --key value pairs`);
+      file = arg;
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const key = (eq > 0 ? arg.slice(2, eq) : arg.slice(2)).replace(/-/g, '_');
+    let value: string;
+    if (eq > 0) value = arg.slice(eq + 1);
+    else {
+      if (i + 1 >= argv.length || argv[i + 1].startsWith('--')) value = 'true';
+      else value = argv[++i];
+    }
+    overrides[key] = YAML.parse(value) ?? value;
+  }
+  return { file, overrides };
+}
+
+function validate(raw: Record<string, unknown>, source: string): { config: TrainConfig; notes: string[] } {
+  const notes: string[] = [];
+  for (const key of Object.keys(raw)) {
+    if (KNOWN.has(key)) continue;
+    if (key in IGNORED_KEYS) {
+      notes.push(`note: ${key} is accepted and ignored: ${IGNORED_KEYS[key]}`);
+      continue;
+    }
+    const hint = closest(key, [...KNOWN]);
+    throw new UserError(`${source}: unknown key "${key}"${hint ? `; did you mean "${hint}"?` : ''}`);
+  }
+  for (const key of REQUIRED) {
+    if (raw[key] === undefined || raw[key] === null || raw[key] === '') throw new UserError(`${source}: "${key}" is required`);
+  }
+  const c = { ...TRAIN_DEFAULTS } as Record<string, unknown>;
+  for (const [k, v] of Object.entries(raw)) if (KNOWN.has(k)) c[k] = v;
+  const fail = (key: string, expected: string): never => {
+    throw new UserError(`${source}: "${key}" must be ${expected}, got ${JSON.stringify(c[key])}`);
+  };
+  const oneOf = (key: string, allowed: readonly string[]) => {
+    if (!allowed.includes(c[key] as string)) fail(key, `one of ${allowed.join(', ')}`);
+  };
+  const int = (key: string, min: number) => {
+    if (!Number.isInteger(c[key]) || (c[key] as number) < min) fail(key, `an integer ≥ ${min}`);
+  };
+  const num = (key: string, min: number, max = Infinity) => {
+    if (typeof c[key] === 'string' && /^[-+]?[\d.]+(e[-+]?\d+)?$/i.test(c[key] as string)) c[key] = Number(c[key]);
+    if (typeof c[key] !== 'number' || !((c[key] as number) >= min && (c[key] as number) <= max)) fail(key, `a number in [${min}, ${max}]`);
+  };
+  const bool = (key: string) => {
+    if (typeof c[key] !== 'boolean') fail(key, 'true or false');
+  };
+  const str = (key: string) => {
+    if (typeof c[key] !== 'string') fail(key, 'a string');
+  };
+  str('model_name_or_path');
+  str('output_dir');
+  str('dataset_dir');
+  if (c.stage === 'rm' || c.stage === 'dpo' || c.stage === 'ppo' || c.stage === 'kto') {
+    throw new UserError(`${source}: stage "${String(c.stage)}" is not available yet; stages: pt, sft`);
+  }
+  oneOf('stage', ['pt', 'sft']);
+  if (c.finetuning_type === 'freeze') throw new UserError(`${source}: finetuning_type "freeze" is not supported; use lora or full`);
+  oneOf('finetuning_type', ['lora', 'full']);
+  oneOf('lr_scheduler_type', SCHEDULER_TYPES);
+  oneOf('layout', ['task', 'persona']);
+  oneOf('lora_init', ['kaiming', 'gaussian']);
+  int('lora_rank', 1);
+  if (c.lora_alpha !== null) num('lora_alpha', 0);
+  num('lora_dropout', 0, 0.999);
+  int('cutoff_len', 2);
+  if (c.max_samples !== null) int('max_samples', 1);
+  num('val_size', 0, 0.999999);
+  int('per_device_train_batch_size', 1);
+  int('per_device_eval_batch_size', 1);
+  int('gradient_accumulation_steps', 1);
+  num('learning_rate', 0);
+  num('num_train_epochs', 0);
+  if (c.max_steps !== -1) int('max_steps', 1);
+  num('warmup_ratio', 0, 1);
+  int('warmup_steps', 0);
+  num('max_grad_norm', 0);
+  num('weight_decay', 0);
+  num('adam_beta1', 0, 0.999999);
+  num('adam_beta2', 0, 0.999999);
+  num('adam_epsilon', 0);
+  int('seed', 0);
+  int('logging_steps', 1);
+  int('save_steps', 1);
+  if (c.eval_steps !== null) int('eval_steps', 1);
+  for (const key of ['use_rslora', 'packing', 'train_on_prompt', 'mask_history', 'skip_invalid', 'overwrite_output_dir']) bool(key);
+  if (c.template !== null) str('template');
+  if (c.adapter_name_or_path !== null) str('adapter_name_or_path');
+  return { config: c as unknown as TrainConfig, notes };
+}
