@@ -53,7 +53,9 @@ export function applyLora(model: Module, opts: LoraOptions): AppliedLora {
     init: opts.init ?? 'kaiming',
   };
   if (!(settings.dropout >= 0 && settings.dropout < 1)) throw new UserError(`lora_dropout must be in [0, 1), got ${settings.dropout}`);
+  if (!(Number.isFinite(settings.alpha) && settings.alpha > 0)) throw new UserError(`lora_alpha must be a positive number, got ${settings.alpha}`);
   const targets = opts.targets === 'all' ? ALL_LINEAR_TARGETS : [...(opts.targets ?? DEFAULT_LORA_TARGETS)];
+  if (targets.length === 0) throw new UserError('lora_target names no module; use all, or names such as q_proj,v_proj');
   model.freeze();
   const rng = new Rng(opts.seed ?? 0);
   const paths: string[] = [];

@@ -67,8 +67,7 @@ export class LoraLinear extends Module implements LinearLike {
   }
 
   protected override onParameterReplaced(name: string, t: Tensor): void {
-    if (name === 'weight') this.base.weight = t;
-    if (name === 'bias') this.base.bias = t;
+    if (name === 'weight' || name === 'bias') this.base.setParameter(name, t);
   }
 
   /** PEFT's default: A ~ Kaiming-uniform with a = √5 (bound 1/√in); or N(0, 1/r) as in the paper. B = 0. */
