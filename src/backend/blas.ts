@@ -60,7 +60,8 @@ export class BlasBackend implements Backend {
     if (g.m === 0 || g.n === 0) return;
     if (g.k === 0) {
       // BLAS leaves C untouched when k is 0 only if beta is 1; make it explicit.
-      if (g.beta !== 1) for (let i = 0; i < g.m; i++) for (let j = 0; j < g.n; j++) g.c[i * g.ldc + j] *= g.beta;
+      if (g.beta === 0) for (let i = 0; i < g.m; i++) g.c.fill(0, i * g.ldc, i * g.ldc + g.n);
+      else if (g.beta !== 1) for (let i = 0; i < g.m; i++) for (let j = 0; j < g.n; j++) g.c[i * g.ldc + j] *= g.beta;
       return;
     }
     this.sgemm(

@@ -105,6 +105,15 @@ export interface GradNode {
   backward(outputGrad: Float32Array, sink: GradSink): void;
 }
 
+/** Stands where a node was after backward() consumed it, so a second pass fails loudly. */
+const USED_NODE: GradNode = {
+  op: 'used',
+  inputs: [],
+  backward(): void {
+    throw new Error('backward(): this graph was already used by an earlier backward(); run the forward again');
+  },
+};
+
 let gradEnabled = true;
 
 export function isGradEnabled(): boolean {
@@ -168,7 +177,7 @@ function runBackward(root: Tensor, outputGrad?: Float32Array): void {
     if (t.node) {
       t.node.backward(g, sink);
       // The graph is used once, as in PyTorch: dropping it frees the saved activations.
-      t.node = null;
+      t.node = USED_NODE;
     } else {
       t.accumulateGrad(g);
     }
