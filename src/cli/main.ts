@@ -6,6 +6,8 @@ import { exportCommand } from './commands/export.js';
 import { generateCommand } from './commands/generate.js';
 import { initModelCommand } from './commands/init-model.js';
 import { logprobsCommand } from './commands/logprobs.js';
+import { previewCommand } from './commands/preview.js';
+import { trainCommand } from './commands/train.js';
 
 export interface Command {
   summary: string;
@@ -19,6 +21,8 @@ export const COMMANDS: Record<string, Command> = {
   chat: chatCommand,
   logprobs: logprobsCommand,
   export: exportCommand,
+  train: trainCommand,
+  preview: previewCommand,
 };
 
 function usage(): string {

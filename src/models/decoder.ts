@@ -16,9 +16,9 @@ export interface DecoderInput {
   /** Rotary position of each token; default 0, 1, 2 … continuing after the cache. */
   positions?: Int32Array;
   /** [batch, keys] 1 = real token, 0 = padding; keys include cached positions. */
-  keyMask?: Uint8Array;
+  keyMask?: Uint8Array | null;
   /** [batch, length] ids of packed sequences; attention never crosses them. */
-  segments?: Int32Array;
+  segments?: Int32Array | null;
   /** Inference only: keys and values of earlier positions, extended by this call. */
   cache?: KVCache;
 }

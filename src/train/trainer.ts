@@ -28,6 +28,8 @@ export interface TrainerInput {
   loss: LossFn;
   /** Writes the trained weights (an adapter, or the whole model) into a folder. */
   saveWeights: (dir: string) => void;
+  /** A checkpoint folder to continue from (its weights are already in the model). */
+  resumeFrom: string | null;
   log?: (line: string) => void;
 }
 
@@ -60,7 +62,7 @@ export function train(input: TrainerInput): TrainResult {
   const warmup = c.warmup_steps > 0 ? c.warmup_steps : Math.ceil(c.warmup_ratio * totalSteps);
 
   let state: TrainerState = { global_step: 0, micro_step: 0, epoch: 0, max_steps: totalSteps, log_history: [] };
-  const resumeFrom = resolveResume(c);
+  const resumeFrom = input.resumeFrom;
   if (resumeFrom) {
     state = readTrainerState(resumeFrom);
     optimizer.state = readOptimizerState(resumeFrom);
@@ -224,18 +226,6 @@ export function evaluate(model: CausalLM, batches: LabelledBatch[], loss: LossFn
     }
     return tokens ? total / tokens : NaN;
   });
-}
-
-function resolveResume(c: TrainConfig): string | null {
-  const r = c.resume_from_checkpoint;
-  if (r === null || r === false) return null;
-  if (r === true) {
-    const found = latestCheckpoint(c.output_dir);
-    if (!found) throw new UserError(`resume_from_checkpoint: no checkpoint-N folder in ${c.output_dir}`);
-    return found;
-  }
-  if (!fs.existsSync(join(r, 'trainer_state.json'))) throw new UserError(`resume_from_checkpoint: ${r} is not a checkpoint (no trainer_state.json)`);
-  return r;
 }
 
 function appendLog(path: string, entry: Record<string, unknown>): void {

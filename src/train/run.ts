@@ -1,0 +1,98 @@
+import fs from 'node:fs';
+import { join } from 'node:path';
+import { epochOrder, makeBatches, padIdOf } from '../data/index.js';
+import type { EncodedExample } from '../data/index.js';
+import { UserError } from '../errors.js';
+import { copyTokenizerFiles, loadModel, saveModel } from '../io/model-folder.js';
+import { loadAdapter, saveAdapter } from '../io/peft-adapter.js';
+import type { CausalLM } from '../models/decoder.js';
+import { applyLora, parseLoraTargets, trainableSummary } from '../nn/apply-lora.js';
+import type { AppliedLora } from '../nn/apply-lora.js';
+import { resolveTemplate } from '../text/chat-template.js';
+import { Tokenizer } from '../text/tokenizer.js';
+import { latestCheckpoint } from './checkpoint.js';
+import type { TrainConfig } from './config.js';
+import { causalLmLoss } from './loss.js';
+import type { LabelledBatch } from './loss.js';
+import { prepareData } from './prepare-data.js';
+import { train } from './trainer.js';
+import type { TrainResult } from './trainer.js';
+
+export interface RunOptions {
+  log?: (line: string) => void;
+}
+
+/**
+ * One training run from a config: data, model, LoRA or full fine-tuning, the loop, and the
+ * result in output_dir (adapter or model, tokenizer files, logs, loss curve).
+ */
+export function runTraining(c: TrainConfig, opts: RunOptions = {}): TrainResult {
+  const log = opts.log ?? ((line: string) => console.error(line));
+  const modelDir = c.model_name_or_path;
+  const resumeDir = resumeFolder(c);
+  if (!resumeDir && fs.existsSync(join(c.output_dir, 'trainer_log.jsonl')) && !c.overwrite_output_dir) {
+    throw new UserError(`output_dir ${c.output_dir} already holds a training run; set overwrite_output_dir: true or resume_from_checkpoint: true`);
+  }
+  const tokenizer = Tokenizer.fromFolder(modelDir);
+  const template = resolveTemplate(c.template, tokenizer);
+  const data = prepareData(c, tokenizer, template);
+  for (const note of data.notes) log(`note: ${note}`);
+  log(`data: ${data.train.length} training example(s)${data.eval.length ? `, ${data.eval.length} for evaluation` : ''}`);
+
+  const model = loadModel(modelDir);
+  let applied: AppliedLora | null = null;
+  if (c.finetuning_type === 'lora') {
+    const from = resumeDir ?? c.adapter_name_or_path;
+    applied = from
+      ? loadAdapter(model, from)
+      : applyLora(model, {
+          r: c.lora_rank, alpha: c.lora_alpha ?? 2 * c.lora_rank, dropout: c.lora_dropout, targets: parseLoraTargets(c.lora_target),
+          init: c.lora_init, useRslora: c.use_rslora, seed: c.seed,
+        });
+  } else if (resumeDir) {
+    loadFullWeights(model, resumeDir);
+  }
+  log(trainableSummary(model));
+
+  const padId = padIdOf(tokenizer);
+  const batchOpts = { batchSize: c.per_device_train_batch_size, packing: c.packing, cutoffLen: c.cutoff_len, padId };
+  const batchesForEpoch = (epoch: number): LabelledBatch[] =>
+    makeBatches(epochOrder(data.train.length, c.seed, epoch).map((i) => data.train[i]), batchOpts);
+  const evalBatches = makeBatches(data.eval, { ...batchOpts, batchSize: c.per_device_eval_batch_size });
+  const saveWeights = (dir: string): void => {
+    if (applied) saveAdapter(model, applied, dir, { baseModelNameOrPath: modelDir });
+    else saveModel(model, dir, {});
+    copyTokenizerFiles(modelDir, dir);
+  };
+  const result = train({ model, config: c, batchesForEpoch, evalBatches, loss: causalLmLoss, saveWeights, resumeFrom: resumeDir, log });
+  log(
+    result.stoppedEarly
+      ? `stopped at step ${result.globalStep}`
+      : `done: ${result.globalStep} steps in ${result.seconds.toFixed(1)} s, train loss ${result.trainLoss.toFixed(4)}${result.evalLoss !== null ? `, eval loss ${result.evalLoss.toFixed(4)}` : ''}; saved to ${c.output_dir}`,
+  );
+  return result;
+}
+
+function resumeFolder(c: TrainConfig): string | null {
+  const r = c.resume_from_checkpoint;
+  if (r === null || r === false) return null;
+  if (r === true) {
+    const found = latestCheckpoint(c.output_dir);
+    if (!found) throw new UserError(`resume_from_checkpoint: no checkpoint-N folder in ${c.output_dir}`);
+    return found;
+  }
+  if (!fs.existsSync(join(r, 'trainer_state.json'))) throw new UserError(`resume_from_checkpoint: ${r} is not a checkpoint (no trainer_state.json)`);
+  return r;
+}
+
+function loadFullWeights(model: CausalLM, dir: string): void {
+  const saved = loadModel(dir);
+  const byName = new Map(saved.namedParameters());
+  for (const [name, t] of model.namedParameters()) {
+    const s = byName.get(name);
+    if (!s) throw new UserError(`${dir}: checkpoint lacks ${name}`);
+    t.data = s.data;
+  }
+}
+
+export type { EncodedExample };
