@@ -1,6 +1,7 @@
 import { UserError } from '../errors.js';
 import { closest } from './args.js';
 import { chatCommand } from './commands/chat.js';
+import { buildBaseModelCommand, demoCommand } from './commands/demo.js';
 import { envCommand } from './commands/env.js';
 import { exportCommand } from './commands/export.js';
 import { generateCommand } from './commands/generate.js';
@@ -15,6 +16,7 @@ export interface Command {
 }
 
 export const COMMANDS: Record<string, Command> = {
+  demo: demoCommand,
   env: envCommand,
   'init-model': initModelCommand,
   generate: generateCommand,
@@ -23,6 +25,7 @@ export const COMMANDS: Record<string, Command> = {
   export: exportCommand,
   train: trainCommand,
   preview: previewCommand,
+  'build-base-model': buildBaseModelCommand,
 };
 
 function usage(): string {
