@@ -95,8 +95,9 @@ describe('dataset_info.json', () => {
       [{ file_name: 'a.json', layout: 'persona', columns: { prompt: 'instruction', system: 'sys' } }, /layout "persona" takes the system prompt from the prompt column \("instruction"\), so "columns\.system" \("sys"\) cannot also be set/],
       [{ file_name: 'a.json', num_samples: 0 }, /"num_samples" must be a positive integer/],
     ];
+    cases.push([{ file_name: 'missing.json' }, /"file_name": .*missing\.json does not exist/]);
     cases.forEach(([entry, message], i) => {
-      const dir = folder(`bad-${i}`, { 'dataset_info.json': { d: entry } });
+      const dir = folder(`bad-${i}`, { 'dataset_info.json': { d: entry }, 'a.json': '[]' });
       assert.throws(() => resolveDatasets('d', dir), (err: unknown) => {
         assert.ok(err instanceof FileFormatError, `case ${i}`);
         assert.equal(err.file, join(dir, 'dataset_info.json'));

@@ -24,6 +24,7 @@ export interface PreviewSpan {
 export interface TokenView {
   tokens: PreviewToken[];
   spans: PreviewSpan[];
+  /** Tokens marked trained (label ≠ −100). */
   trainedTokens: number;
 }
 

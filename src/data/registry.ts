@@ -178,7 +178,10 @@ export function parseEntry(
     throw fail('"num_samples" must be a positive integer');
   }
 
-  const spec = baseSpec(name, fileNames.map((f) => join(datasetDir, f as string)), formatting as Formatting);
+  const paths = fileNames.map((f) => join(datasetDir, f as string));
+  const missing = paths.find((p) => !existsSync(p));
+  if (missing !== undefined) throw fail(`"file_name": ${missing} does not exist`);
+  const spec = baseSpec(name, paths, formatting as Formatting);
   spec.ranking = e.ranking === true;
   spec.numSamples = numSamples as number | null;
   if (e.columns !== undefined) {
