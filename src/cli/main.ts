@@ -3,6 +3,8 @@ import { closest } from './args.js';
 import { chatCommand } from './commands/chat.js';
 import { buildBaseModelCommand, demoCommand } from './commands/demo.js';
 import { envCommand } from './commands/env.js';
+import { evalCommand } from './commands/eval.js';
+import { serveCommand } from './commands/serve.js';
 import { exportCommand } from './commands/export.js';
 import { generateCommand } from './commands/generate.js';
 import { initModelCommand } from './commands/init-model.js';
@@ -25,6 +27,8 @@ export const COMMANDS: Record<string, Command> = {
   export: exportCommand,
   train: trainCommand,
   preview: previewCommand,
+  serve: serveCommand,
+  eval: evalCommand,
   'build-base-model': buildBaseModelCommand,
 };
 

@@ -16,16 +16,47 @@ import { plotLoss } from './plot.js';
 import { formatDuration, progressLine } from './progress.js';
 import { learningRateAt } from './schedule.js';
 
-/** A stage's loss on one micro-batch, divided by `normalizer` (trained tokens of the group). */
-export type LossFn = (model: CausalLM, batch: LabelledBatch, normalizer: number) => { loss: Tensor; tokens: number };
+/** What the trainer needs of any micro-batch: `batch` rows of `length` tokens. */
+export interface TrainBatch {
+  batch: number;
+  length: number;
+}
 
-export interface TrainerInput {
+/**
+ * A stage's loss on one micro-batch, divided by `normalizer` (the units of the whole accumulation
+ * group: trained tokens for pt/sft). `tokens` is this micro-batch's share of those units.
+ * `metrics` are this micro-batch's means of extra quantities (DPO's `rewards/chosen`, PPO's
+ * `ppo/loss/value`…); the trainer averages them, weighted by `tokens`, and logs them.
+ */
+export interface LossResult {
+  loss: Tensor;
+  tokens: number;
+  metrics?: Record<string, number>;
+}
+
+export type LossFn<B = LabelledBatch> = (model: CausalLM, batch: B, normalizer: number) => LossResult;
+
+/** Micro-batches made while training (PPO's rollouts): fetched one by one, in order. */
+export interface BatchSource<B> {
+  /** Micro-batches in one epoch. */
+  perEpoch: number;
+  /** The micro-batch with this index, counting from the start of training. */
+  at(micro: number): B;
+}
+
+export interface TrainerInput<B extends TrainBatch = LabelledBatch> {
   model: CausalLM;
   config: TrainConfig;
-  /** The micro-batches of one epoch, in that epoch's deterministic order. */
-  batchesForEpoch: (epoch: number) => LabelledBatch[];
-  evalBatches: LabelledBatch[];
-  loss: LossFn;
+  /** The micro-batches of one epoch, in that epoch's deterministic order (or give `batchSource`). */
+  batchesForEpoch?: (epoch: number) => B[];
+  /** Instead of `batchesForEpoch`: micro-batches produced on demand. */
+  batchSource?: BatchSource<B>;
+  evalBatches: B[];
+  loss: LossFn<B>;
+  /** Units a micro-batch adds to the normalizer; default: its trained tokens (a LabelledBatch). */
+  units?: (batch: B) => number;
+  /** Parameters to optimise, by name; default: the model's trainable parameters. */
+  parameters?: Array<[string, Tensor]>;
   /** Writes the trained weights (an adapter, or the whole model) into a folder. */
   saveWeights: (dir: string) => void;
   /** A checkpoint folder to continue from (its weights are already in the model). */
@@ -47,14 +78,16 @@ export interface TrainResult {
  * The training loop: gradient accumulation, clipping, AdamW under a schedule, periodic logging,
  * evaluation and atomic checkpoints; resumable to the same numbers; Ctrl-C saves first.
  */
-export function train(input: TrainerInput): TrainResult {
+export function train<B extends TrainBatch = LabelledBatch>(input: TrainerInput<B>): TrainResult {
   const { model, config: c } = input;
   const log = input.log ?? ((line: string) => console.error(line));
-  const params = model.trainableParameters();
+  const params = input.parameters ?? model.trainableParameters();
+  const units = input.units ?? ((b: B) => countTargets(b as unknown as LabelledBatch));
+  const source = batchSourceOf(input);
   if (params.length === 0) throw new UserError('nothing to train: every parameter is frozen');
   const optimizer = new AdamW(params, { lr: c.learning_rate, beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_epsilon, weightDecay: c.weight_decay });
 
-  const microPerEpoch = input.batchesForEpoch(0).length;
+  const microPerEpoch = source.perEpoch;
   if (microPerEpoch === 0) throw new UserError('the training set is empty after preprocessing');
   const accum = c.gradient_accumulation_steps;
   const stepsPerEpoch = Math.max(1, Math.ceil(microPerEpoch / accum));
@@ -79,17 +112,7 @@ export function train(input: TrainerInput): TrainResult {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const epochCache = new Map<number, LabelledBatch[]>();
-  const microBatch = (micro: number): LabelledBatch => {
-    const epoch = Math.floor(micro / microPerEpoch);
-    let batches = epochCache.get(epoch);
-    if (!batches) {
-      epochCache.clear();
-      batches = input.batchesForEpoch(epoch);
-      epochCache.set(epoch, batches);
-    }
-    return batches[micro % microPerEpoch];
-  };
+  const microBatch = (micro: number): B => source.at(micro);
   const checkpoint = () => {
     const dir = join(c.output_dir, `checkpoint-${state.global_step}`);
     writeCheckpoint(dir, input.saveWeights, optimizer.state, state);
@@ -105,6 +128,7 @@ export function train(input: TrainerInput): TrainResult {
   let totalLossSteps = 0;
   let totalTokens = 0;
   let lastEval: number | null = null;
+  let windowMetrics = new MetricMeans();
   const lora = loraLayers(model);
   model.train();
   try {
@@ -114,27 +138,29 @@ export function train(input: TrainerInput): TrainResult {
         log(`interrupted: saved ${dir}; continue with resume_from_checkpoint: ${dir}`);
         return finish(true);
       }
-      const group: LabelledBatch[] = [];
+      const group: B[] = [];
       for (let i = 0; i < accum; i++) group.push(microBatch(state.micro_step + i));
-      const normalizer = group.reduce((n, b) => n + countTargets(b), 0);
+      const normalizer = group.reduce((n, b) => n + units(b), 0);
       let stepLoss = 0;
       let stepTokens = 0;
       group.forEach((batch, i) => {
         // Dropout masks depend only on the seed and the micro-step, so a resumed run repeats them.
         const rng = new Rng(c.seed * 1_000_003 + state.micro_step + i);
         for (const [, l] of lora) l.dropoutRng = rng;
-        const { loss, tokens } = input.loss(model, batch, normalizer);
+        const { loss, tokens, metrics } = input.loss(model, batch, normalizer);
+        if (metrics) windowMetrics.add(metrics, tokens);
         stepLoss += loss.item();
         stepTokens += batch.batch * batch.length;
         if (tokens > 0) loss.backward();
       });
-      if (!Number.isFinite(stepLoss)) {
+      const gradNorm = clipGradNorm(params, c.max_grad_norm);
+      if (!Number.isFinite(stepLoss) || !Number.isFinite(gradNorm)) {
         const last = latestCheckpoint(c.output_dir);
+        const what = Number.isFinite(stepLoss) ? `the gradient norm became ${gradNorm}` : `the loss became ${stepLoss}`;
         throw new UserError(
-          `the loss became ${stepLoss} at step ${state.global_step + 1}; training stopped${last ? `, last good checkpoint: ${last}` : ''}. Try a lower learning_rate.`,
+          `${what} at step ${state.global_step + 1}; training stopped before updating the weights${last ? `; last checkpoint: ${last}` : ''}. Try a lower learning_rate.`,
         );
       }
-      const gradNorm = clipGradNorm(params, c.max_grad_norm);
       const lr = learningRateAt(c.lr_scheduler_type, c.learning_rate, state.global_step, totalSteps, warmup);
       optimizer.step(lr);
       optimizer.zeroGrad();
@@ -160,10 +186,12 @@ export function train(input: TrainerInput): TrainResult {
           epoch: round(state.epoch),
           percentage: round((100 * state.global_step) / totalSteps, 2),
           tokens_per_second: round(windowTokens / Math.max(seconds, 1e-9), 1),
+          ...windowMetrics.means(),
         };
         state.log_history.push(entry);
         appendLog(logPath, { ...entry, elapsed_time: formatDuration(elapsed), remaining_time: formatDuration((elapsed / state.global_step) * (totalSteps - state.global_step)) });
-        log(progressLine({ step: state.global_step, totalSteps, loss: entry.loss, lr, epoch: state.epoch, tokensPerSecond: entry.tokens_per_second, elapsedSeconds: elapsed, gradNorm }));
+        log(progressLine({ step: state.global_step, totalSteps, loss: entry.loss, lr, epoch: state.epoch, tokensPerSecond: entry.tokens_per_second, elapsedSeconds: elapsed, gradNorm }) + windowMetrics.describe());
+        windowMetrics = new MetricMeans();
         windowLoss = 0;
         windowSteps = 0;
         windowTokens = 0;
@@ -171,11 +199,15 @@ export function train(input: TrainerInput): TrainResult {
       }
       const evalEvery = c.eval_steps ?? c.logging_steps;
       if (input.evalBatches.length && (state.global_step % evalEvery === 0 || state.global_step === totalSteps)) {
-        lastEval = evaluate(model, input.evalBatches, input.loss);
+        const evaluated = evaluateWithMetrics(model, input.evalBatches, input.loss);
+        lastEval = evaluated.loss;
         model.train();
-        state.log_history.push({ current_steps: state.global_step, eval_loss: round(lastEval) });
-        appendLog(logPath, { current_steps: state.global_step, total_steps: totalSteps, eval_loss: round(lastEval) });
-        log(`step ${state.global_step}/${totalSteps} | eval_loss ${lastEval.toFixed(4)}`);
+        const evalMetrics: Record<string, number> = {};
+        for (const [k, v] of Object.entries(evaluated.metrics)) evalMetrics[`eval_${k}`] = round(v);
+        state.log_history.push({ current_steps: state.global_step, eval_loss: round(lastEval), ...evalMetrics });
+        appendLog(logPath, { current_steps: state.global_step, total_steps: totalSteps, eval_loss: round(lastEval), ...evalMetrics });
+        const extra = Object.entries(evalMetrics).map(([k, v]) => ` | ${k} ${v.toFixed(4)}`).join('');
+        log(`step ${state.global_step}/${totalSteps} | eval_loss ${lastEval.toFixed(4)}${extra}`);
       }
       if (state.global_step % c.save_steps === 0 && state.global_step < totalSteps) log(`saved ${checkpoint()}`);
     }
@@ -214,18 +246,69 @@ export function train(input: TrainerInput): TrainResult {
 }
 
 /** Mean loss per trained token over the evaluation batches. */
-export function evaluate(model: CausalLM, batches: LabelledBatch[], loss: LossFn): number {
+export function evaluate<B = LabelledBatch>(model: CausalLM, batches: B[], loss: LossFn<B>): number {
+  return evaluateWithMetrics(model, batches, loss).loss;
+}
+
+/** Mean loss per unit over the evaluation batches, and the means of the loss's metrics. */
+export function evaluateWithMetrics<B = LabelledBatch>(model: CausalLM, batches: B[], loss: LossFn<B>): { loss: number; metrics: Record<string, number> } {
   model.eval();
   return noGrad(() => {
     let total = 0;
     let tokens = 0;
+    const metrics = new MetricMeans();
     for (const b of batches) {
       const r = loss(model, b, 1);
       total += r.loss.item();
       tokens += r.tokens;
+      if (r.metrics) metrics.add(r.metrics, r.tokens);
     }
-    return tokens ? total / tokens : NaN;
+    return { loss: tokens ? total / tokens : NaN, metrics: metrics.means(4) };
   });
+}
+
+/** Weighted means of named metrics over micro-batches. */
+class MetricMeans {
+  private readonly sums = new Map<string, { sum: number; weight: number }>();
+
+  add(metrics: Record<string, number>, weight: number): void {
+    if (!(weight > 0)) return;
+    for (const [k, v] of Object.entries(metrics)) {
+      const e = this.sums.get(k) ?? { sum: 0, weight: 0 };
+      e.sum += v * weight;
+      e.weight += weight;
+      this.sums.set(k, e);
+    }
+  }
+
+  means(digits = 4): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [k, { sum, weight }] of this.sums) out[k] = round(sum / weight, digits);
+    return out;
+  }
+
+  /** ` | name value` for each metric, for the progress line. */
+  describe(): string {
+    return Object.entries(this.means()).map(([k, v]) => ` | ${k} ${v.toFixed(4)}`).join('');
+  }
+}
+
+/** `batchSource`, or one made from `batchesForEpoch` that builds each epoch's batches once. */
+function batchSourceOf<B extends TrainBatch>(input: TrainerInput<B>): BatchSource<B> {
+  if (input.batchSource) return input.batchSource;
+  const forEpoch = input.batchesForEpoch;
+  if (!forEpoch) throw new Error('train: give batchesForEpoch or batchSource');
+  const first = forEpoch(0);
+  const perEpoch = first.length;
+  let cached: { epoch: number; batches: B[] } = { epoch: 0, batches: first };
+  return {
+    perEpoch,
+    at(micro: number): B {
+      const epoch = Math.floor(micro / perEpoch);
+      if (cached.epoch !== epoch) cached = { epoch, batches: forEpoch(epoch) };
+      return cached.batches[micro % perEpoch];
+    },
+  };
 }
 
 function appendLog(path: string, entry: Record<string, unknown>): void {
