@@ -10,6 +10,7 @@ import { generateCommand } from './commands/generate.js';
 import { initModelCommand } from './commands/init-model.js';
 import { logprobsCommand } from './commands/logprobs.js';
 import { previewCommand } from './commands/preview.js';
+import { ragCommand } from './commands/rag.js';
 import { trainCommand } from './commands/train.js';
 
 export interface Command {
@@ -27,6 +28,7 @@ export const COMMANDS: Record<string, Command> = {
   export: exportCommand,
   train: trainCommand,
   preview: previewCommand,
+  rag: ragCommand,
   serve: serveCommand,
   eval: evalCommand,
   'build-base-model': buildBaseModelCommand,
