@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 
-import { loadConversations, loadTextDocuments } from '../src/data/load.js';
+import { loadConversations, loadPreferencePairs, loadTextDocuments } from '../src/data/load.js';
 import { readDatasetInfo, resolveDatasets } from '../src/data/registry.js';
 
 const DIR = 'examples/data';
@@ -43,9 +43,10 @@ describe('shipped example data', () => {
 
   test('every dataset_info.json entry loads without a bad row', () => {
     const names = Object.keys(readDatasetInfo(`${DIR}/dataset_info.json`));
-    assert.deepEqual(names, ['restaurant_persona', 'restaurant_task', 'restaurant_persona_columns', 'restaurant_sharegpt', 'restaurant_corpus']);
+    assert.deepEqual(names, ['restaurant_persona', 'restaurant_task', 'restaurant_persona_columns', 'restaurant_sharegpt', 'restaurant_corpus', 'restaurant_preference']);
     for (const spec of resolveDatasets(names, DIR)) {
-      const result = spec.name === 'restaurant_corpus' ? loadTextDocuments([spec]) : loadConversations([spec]);
+      const result =
+        spec.name === 'restaurant_corpus' ? loadTextDocuments([spec]) : spec.ranking ? loadPreferencePairs([spec]) : loadConversations([spec]);
       assert.equal(result.skipped, 0, spec.name);
       assert.ok(result.items.length > 0, spec.name);
     }

@@ -11,6 +11,7 @@ import { initModelCommand } from './commands/init-model.js';
 import { logprobsCommand } from './commands/logprobs.js';
 import { previewCommand } from './commands/preview.js';
 import { ragCommand } from './commands/rag.js';
+import { rewardCommand } from './commands/reward.js';
 import { trainCommand } from './commands/train.js';
 
 export interface Command {
@@ -29,6 +30,7 @@ export const COMMANDS: Record<string, Command> = {
   train: trainCommand,
   preview: previewCommand,
   rag: ragCommand,
+  reward: rewardCommand,
   serve: serveCommand,
   eval: evalCommand,
   'build-base-model': buildBaseModelCommand,

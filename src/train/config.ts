@@ -3,13 +3,15 @@ import YAML from 'yaml';
 import { closest } from '../cli/args.js';
 import { FileFormatError, UserError } from '../errors.js';
 import { SCHEDULER_TYPES } from './schedule.js';
+import { parseRewardFunction } from './stages/reward-function.js';
+import type { RewardFunction } from './stages/reward-function.js';
 import type { SchedulerType } from './schedule.js';
 
 /** A training run's settings, under LLaMA-Factory's key names. */
 export interface TrainConfig {
   model_name_or_path: string;
   adapter_name_or_path: string | null;
-  stage: 'pt' | 'sft';
+  stage: 'pt' | 'sft' | 'rm' | 'dpo' | 'ppo';
   finetuning_type: 'lora' | 'full';
   lora_rank: number;
   lora_alpha: number | null;
@@ -50,7 +52,47 @@ export interface TrainConfig {
   save_steps: number;
   eval_steps: number | null;
   resume_from_checkpoint: string | boolean | null;
+  /** DPO's β: how far the policy may move from the reference (also ORPO's and SimPO's weight). */
+  pref_beta: number;
+  pref_loss: PrefLoss;
+  /** Weight of an added SFT loss (mean NLL per token of the chosen answer) in DPO. */
+  pref_ftx: number;
+  /** SimPO's target reward margin γ. */
+  simpo_gamma: number;
+  /** PPO: a reward model folder (an adapter with value_head.safetensors, or a full model with one). */
+  reward_model: string | null;
+  /** PPO: `lora` (an adapter over this base model) or `full`; null: whichever the folder holds. */
+  reward_model_type: 'lora' | 'full' | null;
+  /** PPO: a rule-based reward instead of a reward model (see `parseRewardFunction`). */
+  reward_function: RewardFunction | null;
+  ppo_epochs: number;
+  /** Mini-batches of per_device_train_batch_size × gradient_accumulation_steps rollouts per round. */
+  ppo_buffer_size: number;
+  /** Initial coefficient of the per-token KL penalty against the reference. */
+  ppo_kl_coef: number;
+  /** Target KL of the adaptive controller; null keeps ppo_kl_coef fixed. */
+  ppo_target: number | null;
+  ppo_horizon: number;
+  ppo_gamma: number;
+  ppo_lambda: number;
+  ppo_cliprange: number;
+  ppo_cliprange_value: number;
+  ppo_vf_coef: number;
+  /** Scale and normalise scores by their running statistics (TRL's use_score_scaling + use_score_norm). */
+  ppo_score_norm: boolean;
+  /** Whiten the per-token rewards of each rollout batch before GAE. */
+  ppo_whiten_rewards: boolean;
+  /** PPO rollouts: generation settings (LLaMA-Factory's names). */
+  max_new_tokens: number;
+  do_sample: boolean;
+  temperature: number;
+  top_p: number;
+  top_k: number;
+  repetition_penalty: number;
 }
+
+export const PREF_LOSSES = ['sigmoid', 'ipo', 'orpo', 'simpo'] as const;
+export type PrefLoss = (typeof PREF_LOSSES)[number];
 
 export const TRAIN_DEFAULTS: Omit<TrainConfig, 'model_name_or_path' | 'dataset' | 'output_dir'> = {
   adapter_name_or_path: null,
@@ -93,6 +135,31 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'model_name_or_path' | 'dataset' 
   save_steps: 500,
   eval_steps: null,
   resume_from_checkpoint: null,
+  pref_beta: 0.1,
+  pref_loss: 'sigmoid',
+  pref_ftx: 0,
+  simpo_gamma: 0.5,
+  reward_model: null,
+  reward_model_type: null,
+  reward_function: null,
+  ppo_epochs: 4,
+  ppo_buffer_size: 1,
+  ppo_kl_coef: 0.2,
+  ppo_target: 6,
+  ppo_horizon: 10000,
+  ppo_gamma: 1,
+  ppo_lambda: 0.95,
+  ppo_cliprange: 0.2,
+  ppo_cliprange_value: 0.2,
+  ppo_vf_coef: 0.1,
+  ppo_score_norm: false,
+  ppo_whiten_rewards: false,
+  max_new_tokens: 128,
+  do_sample: true,
+  temperature: 1,
+  top_p: 1,
+  top_k: 0,
+  repetition_penalty: 1,
 };
 
 const REQUIRED = ['model_name_or_path', 'dataset', 'output_dir'] as const;
@@ -174,9 +241,25 @@ export function parseOverrides(argv: string[]): { file: string | null; overrides
       if (i + 1 >= argv.length || argv[i + 1].startsWith('--')) value = 'true';
       else value = argv[++i];
     }
-    overrides[key] = YAML.parse(value) ?? value;
+    overrides[key] = yamlScalar(value);
   }
   return { file, overrides };
+}
+
+/**
+ * A command-line value read as YAML (numbers, booleans, `null`, `[a, b]` lists); anything YAML
+ * cannot read, or reads as a mapping (`out: 1`), stays the string the user typed.
+ */
+function yamlScalar(text: string): unknown {
+  let value: unknown;
+  try {
+    value = YAML.parse(text);
+  } catch {
+    return text;
+  }
+  if (value === null) return /^(null|Null|NULL|~)$/.test(text.trim()) ? null : text;
+  if (typeof value === 'object' && !Array.isArray(value)) return text;
+  return value;
 }
 
 function validate(raw: Record<string, unknown>, source: string): { config: TrainConfig; notes: string[] } {
@@ -217,10 +300,8 @@ function validate(raw: Record<string, unknown>, source: string): { config: Train
   str('model_name_or_path');
   str('output_dir');
   str('dataset_dir');
-  if (c.stage === 'rm' || c.stage === 'dpo' || c.stage === 'ppo' || c.stage === 'kto') {
-    throw new UserError(`${source}: stage "${String(c.stage)}" is not available yet; stages: pt, sft`);
-  }
-  oneOf('stage', ['pt', 'sft']);
+  if (c.stage === 'kto') throw new UserError(`${source}: stage "kto" is not available yet; stages: pt, sft, rm, dpo, ppo`);
+  oneOf('stage', ['pt', 'sft', 'rm', 'dpo', 'ppo']);
   if (c.finetuning_type === 'freeze') throw new UserError(`${source}: finetuning_type "freeze" is not supported; use lora or full`);
   oneOf('finetuning_type', ['lora', 'full']);
   oneOf('lr_scheduler_type', SCHEDULER_TYPES);
@@ -252,5 +333,53 @@ function validate(raw: Record<string, unknown>, source: string): { config: Train
   for (const key of ['use_rslora', 'packing', 'train_on_prompt', 'mask_history', 'skip_invalid', 'overwrite_output_dir']) bool(key);
   if (c.template !== null) str('template');
   if (c.adapter_name_or_path !== null) str('adapter_name_or_path');
+  validatePreference(c, source, { fail, oneOf, int, num, bool, str });
   return { config: c as unknown as TrainConfig, notes };
+}
+
+interface Checks {
+  fail: (key: string, expected: string) => never;
+  oneOf: (key: string, allowed: readonly string[]) => void;
+  int: (key: string, min: number) => void;
+  num: (key: string, min: number, max?: number) => void;
+  bool: (key: string) => void;
+  str: (key: string) => void;
+}
+
+/** The keys of the rm, dpo and ppo stages. */
+function validatePreference(c: Record<string, unknown>, source: string, k: Checks): void {
+  if (c.pref_loss === 'hinge' || c.pref_loss === 'kto_pair') {
+    throw new UserError(`${source}: pref_loss "${String(c.pref_loss)}" is not supported; use one of ${PREF_LOSSES.join(', ')}`);
+  }
+  k.oneOf('pref_loss', PREF_LOSSES);
+  k.num('pref_beta', 0);
+  if ((c.pref_beta as number) === 0) k.fail('pref_beta', 'a number above 0');
+  k.num('pref_ftx', 0);
+  k.num('simpo_gamma', 0);
+  if (c.reward_model !== null) k.str('reward_model');
+  if (c.reward_model_type !== null) k.oneOf('reward_model_type', ['lora', 'full']);
+  if (c.reward_function !== null) c.reward_function = parseRewardFunction(c.reward_function, `${source}: reward_function`);
+  k.int('ppo_epochs', 1);
+  k.int('ppo_buffer_size', 1);
+  k.num('ppo_kl_coef', 0);
+  if (c.ppo_target !== null) k.num('ppo_target', 0);
+  k.num('ppo_horizon', 1);
+  k.num('ppo_gamma', 0, 1);
+  k.num('ppo_lambda', 0, 1);
+  k.num('ppo_cliprange', 0);
+  k.num('ppo_cliprange_value', 0);
+  k.num('ppo_vf_coef', 0);
+  k.bool('ppo_score_norm');
+  k.bool('ppo_whiten_rewards');
+  k.int('max_new_tokens', 1);
+  k.bool('do_sample');
+  k.num('temperature', 0);
+  k.num('top_p', 0, 1);
+  k.int('top_k', 0);
+  k.num('repetition_penalty', 0);
+  if (c.stage === 'ppo') {
+    if ((c.reward_model === null) === (c.reward_function === null)) {
+      throw new UserError(`${source}: stage ppo needs a reward: set either reward_model (a folder trained with stage rm) or reward_function (rules), not ${c.reward_model === null ? 'neither' : 'both'}`);
+    }
+  }
 }

@@ -15,6 +15,7 @@ import type { TrainConfig } from './config.js';
 import { causalLmLoss } from './loss.js';
 import type { LabelledBatch } from './loss.js';
 import { prepareData } from './prepare-data.js';
+import { runAlignmentStage } from './stages/run-stage.js';
 import { train } from './trainer.js';
 import type { TrainResult } from './trainer.js';
 
@@ -33,6 +34,7 @@ export function runTraining(c: TrainConfig, opts: RunOptions = {}): TrainResult 
   if (!resumeDir && fs.existsSync(join(c.output_dir, 'trainer_log.jsonl')) && !c.overwrite_output_dir) {
     throw new UserError(`output_dir ${c.output_dir} already holds a training run; set overwrite_output_dir: true or resume_from_checkpoint: true`);
   }
+  if (c.stage === 'rm' || c.stage === 'dpo' || c.stage === 'ppo') return runAlignmentStage(c, { log, resumeDir });
   const tokenizer = Tokenizer.fromFolder(modelDir);
   const template = resolveTemplate(c.template, tokenizer);
   const data = prepareData(c, tokenizer, template);

@@ -1,0 +1,12 @@
+import { expBackward, expForward } from '../../backend/kernels/pointwise.js';
+import { Tensor, record } from '../tensor.js';
+
+/** eˣ element-wise (PPO's probability ratio exp(log π − log π_old)). */
+export function exp(x: Tensor): Tensor {
+  const out = Tensor.zeros(x.shape);
+  expForward(x.data, out.data);
+  return record(out, 'exp', [x], (g, sink) => {
+    const gx = sink.acc(x);
+    if (gx) expBackward(out.data, g, gx);
+  });
+}

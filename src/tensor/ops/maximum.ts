@@ -1,0 +1,12 @@
+import { maximumBackward, maximumForward } from '../../backend/kernels/pointwise.js';
+import { Tensor, record } from '../tensor.js';
+
+/** max(a, b) element-wise for two tensors of one shape (PPO's pessimistic clipped objective). */
+export function maximum(a: Tensor, b: Tensor): Tensor {
+  if (a.size !== b.size) throw new Error(`maximum: ${a} and ${b} differ in size`);
+  const out = Tensor.zeros(a.shape);
+  maximumForward(a.data, b.data, out.data);
+  return record(out, 'maximum', [a, b], (g, sink) => {
+    maximumBackward(a.data, b.data, g, sink.acc(a), sink.acc(b));
+  });
+}
