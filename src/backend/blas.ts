@@ -21,6 +21,7 @@ type ThreadQuery = () => number;
 export class BlasBackend implements Backend {
   readonly name = 'blas';
   private readonly sgemm: (...args: unknown[]) => void;
+  private readonly sgemv: (...args: unknown[]) => void;
   private readonly threadQuery: ThreadQuery | null;
   private readonly configQuery: (() => string) | null;
 
@@ -30,6 +31,9 @@ export class BlasBackend implements Backend {
   ) {
     this.sgemm = lib.func(
       'void cblas_sgemm(int, int, int, int, int, int, float, float *, int, float *, int, float, float *, int)',
+    ) as (...args: unknown[]) => void;
+    this.sgemv = lib.func(
+      'void cblas_sgemv(int, int, int, int, float, float *, int, float *, int, float, float *, int)',
     ) as (...args: unknown[]) => void;
     this.threadQuery = optionalFunc(lib, 'int openblas_get_num_threads()') ?? optionalFunc(lib, 'int MKL_Get_Max_Threads()');
     this.configQuery = optionalFunc(lib, 'const char *openblas_get_config()');
@@ -62,6 +66,13 @@ export class BlasBackend implements Backend {
       // BLAS leaves C untouched when k is 0 only if beta is 1; make it explicit.
       if (g.beta === 0) for (let i = 0; i < g.m; i++) g.c.fill(0, i * g.ldc, i * g.ldc + g.n);
       else if (g.beta !== 1) for (let i = 0; i < g.m; i++) for (let j = 0; j < g.n; j++) g.c[i * g.ldc + j] *= g.beta;
+      return;
+    }
+    if (g.m === 1 && !g.transA) {
+      // One row (decoding): a matrix-vector product streams B once instead of packing it for GEMM.
+      // C[1×n] = a[1×k]·op(B); with B stored [n, k] (transB) that is B·a, else Bᵀ·a.
+      this.sgemv(CBLAS_ROW_MAJOR, g.transB ? CBLAS_NO_TRANS : CBLAS_TRANS, g.transB ? g.n : g.k, g.transB ? g.k : g.n,
+        g.alpha, g.b, g.ldb, g.a, 1, g.beta, g.c, 1);
       return;
     }
     this.sgemm(

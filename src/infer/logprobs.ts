@@ -1,5 +1,5 @@
 import type { CausalLM } from '../models/decoder.js';
-import { tokenLogprobs } from '../tensor/index.js';
+import { linearTokenLogprobs } from '../tensor/index.js';
 import { Tensor, noGrad } from '../tensor/tensor.js';
 
 export interface SequenceLogprob {
@@ -25,7 +25,7 @@ export function sequenceLogprob(model: CausalLM, ids: readonly number[], start: 
     const h = model.hidden({ ids: inputs, batch: 1, length: inputs.length });
     const c = model.config.hiddenSize;
     const rows = new Tensor(h.data.subarray((start - 1) * c, inputs.length * c), [scored, c]);
-    const lp = tokenLogprobs(model.logits(rows), Int32Array.from(ids.slice(start)));
+    const lp = linearTokenLogprobs(rows, model.outputWeight(), Int32Array.from(ids.slice(start)));
     let sum = 0;
     for (let i = 0; i < lp.size; i++) sum += lp.data[i];
     return { logprob: sum, tokens: scored };

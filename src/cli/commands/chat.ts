@@ -1,5 +1,6 @@
 import readline from 'node:readline';
 import { generate } from '../../infer/generate.js';
+import { resolveModel } from '../../io/hub.js';
 import { retrieveContext } from '../../rag/answer.js';
 import { KnowledgeBase } from '../../rag/store.js';
 import { encodeChatPrompt, loadPipeline } from '../../infer/pipeline.js';
@@ -30,7 +31,7 @@ export const chatCommand: Command = {
       console.log(HELP);
       return 0;
     }
-    const p = loadPipeline(requireFlag('chat', values.model, 'model'), { template: values.template, adapter: values.adapter });
+    const p = loadPipeline(await resolveModel(requireFlag('chat', values.model, 'model')), { template: values.template, adapter: values.adapter });
     const opts = generateOptions('chat', values, p, 0.7);
     const kb = values.kb ? await KnowledgeBase.open(values.kb) : null;
     const fresh = (): ChatMessage[] => (values.system ? [{ role: 'system', content: values.system }] : []);

@@ -1,3 +1,4 @@
+import { resolveModel } from '../../io/hub.js';
 import { evaluate, formatReport, parseMetrics, writeReport } from '../../eval/run.js';
 import { numberFlag, parseFlags, requireFlag } from '../args.js';
 import type { Command } from '../main.js';
@@ -26,7 +27,7 @@ Scores a model on held-out rows; with --adapter, the base model and the adapter 
 
 export const evalCommand: Command = {
   summary: 'perplexity, BLEU-4, ROUGE and exact match on held-out rows; base vs adapter side by side',
-  run(argv) {
+  async run(argv) {
     const { values } = parseFlags('eval', argv, {
       model: { type: 'string' },
       adapter: { type: 'string' },
@@ -46,7 +47,7 @@ export const evalCommand: Command = {
     }
     const quiet = values.quiet || !process.stderr.isTTY;
     const report = evaluate({
-      model: requireFlag('eval', values.model, 'model'),
+      model: await resolveModel(requireFlag('eval', values.model, 'model')),
       adapter: values.adapter,
       data: requireFlag('eval', values.data, 'data'),
       datasetDir: values['dataset-dir'],

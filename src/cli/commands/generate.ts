@@ -1,5 +1,6 @@
 import { UserError } from '../../errors.js';
 import { generate } from '../../infer/generate.js';
+import { resolveModel } from '../../io/hub.js';
 import type { GenerateOptions } from '../../infer/generate.js';
 import { encodeChatPrompt, loadPipeline } from '../../infer/pipeline.js';
 import type { Pipeline } from '../../infer/pipeline.js';
@@ -53,7 +54,7 @@ const HELP = `usage: tunekit generate --model DIR --prompt TEXT [options]
 
 export const generateCommand: Command = {
   summary: 'continue a prompt (as a chat turn by default), streaming the answer',
-  run(argv) {
+  async run(argv) {
     const { values } = parseFlags('generate', argv, {
       ...SAMPLING_FLAGS,
       model: { type: 'string' },
@@ -68,7 +69,7 @@ export const generateCommand: Command = {
       console.log(HELP);
       return 0;
     }
-    const dir = requireFlag('generate', values.model, 'model');
+    const dir = await resolveModel(requireFlag('generate', values.model, 'model'));
     const prompt = requireFlag('generate', values.prompt, 'prompt');
     const p = loadPipeline(dir, { template: values.template, adapter: values.adapter });
     const messages: ChatMessage[] = [];

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { FileFormatError, UserError } from '../../errors.js';
 import { sequenceLogprob } from '../../infer/logprobs.js';
+import { resolveModel } from '../../io/hub.js';
 import { encodeChatPrompt, loadPipeline } from '../../infer/pipeline.js';
 import type { Pipeline } from '../../infer/pipeline.js';
 import { parseFlags, requireFlag } from '../args.js';
@@ -38,7 +39,7 @@ export function lineToIds(p: Pipeline, row: unknown, where: string, chat: boolea
 
 export const logprobsCommand: Command = {
   summary: 'print the log-probability of each response given its prompt (JSON lines)',
-  run(argv) {
+  async run(argv) {
     const { values } = parseFlags('logprobs', argv, {
       model: { type: 'string' },
       adapter: { type: 'string' },
@@ -53,7 +54,7 @@ export const logprobsCommand: Command = {
     }
     const file = requireFlag('logprobs', values.data, 'data');
     if (!fs.existsSync(file)) throw new UserError(`logprobs: ${file}: file not found`);
-    const p = loadPipeline(requireFlag('logprobs', values.model, 'model'), { template: values.template, adapter: values.adapter });
+    const p = loadPipeline(await resolveModel(requireFlag('logprobs', values.model, 'model')), { template: values.template, adapter: values.adapter });
     const lines = fs.readFileSync(file, 'utf8').split('\n');
     lines.forEach((line, i) => {
       if (!line.trim()) return;

@@ -1,3 +1,4 @@
+import { resolveModel } from '../../io/hub.js';
 import { parseAdapterFlag } from '../../serve/adapters.js';
 import { openKnowledgeBaseRetriever } from '../../serve/retrieval.js';
 import { startServer } from '../../serve/server.js';
@@ -47,7 +48,7 @@ export const serveCommand: Command = {
       console.log(HELP);
       return 0;
     }
-    const model = requireFlag('serve', values.model, 'model');
+    const model = await resolveModel(requireFlag('serve', values.model, 'model'));
     const port = numberFlag('serve', values.port, 'port', { integer: true, min: 0 }) ?? 8000;
     const maxQueue = numberFlag('serve', values['max-queue'], 'max-queue', { integer: true, min: 0 });
     const defaultMaxTokens = numberFlag('serve', values['max-tokens'], 'max-tokens', { integer: true, min: 1 });

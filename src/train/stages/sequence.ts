@@ -1,6 +1,6 @@
 /** Per-sequence quantities of a padded batch: summed answer log-probabilities, last-token scores. */
 import type { CausalLM } from '../../models/decoder.js';
-import { reshape, segmentSum, selectRows, tokenLogprobs } from '../../tensor/index.js';
+import { linearTokenLogprobs, reshape, segmentSum, selectRows } from '../../tensor/index.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import type { LabelledBatch } from '../loss.js';
 import { shiftedTargets } from '../loss.js';
@@ -28,7 +28,7 @@ export function rowLogprobs(model: CausalLM, batch: LabelledBatch): RowLogprobs 
   });
   const h = model.hidden(batch); // [B, T, C]
   const flat = reshape(h, [B * T, model.config.hiddenSize]);
-  const lp = tokenLogprobs(model.logits(selectRows(flat, rows)), targets); // [N]
+  const lp = linearTokenLogprobs(selectRows(flat, rows), model.outputWeight(), targets); // [N]
   return { sums: segmentSum(lp, segments, B), counts };
 }
 

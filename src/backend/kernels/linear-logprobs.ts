@@ -1,0 +1,104 @@
+import type { Backend } from '../backend.js';
+
+/** Rows of logits computed at once: bounds the scratch to ~64 MB whatever the vocabulary. */
+const LOGIT_BUDGET = 16 * 1024 * 1024;
+
+export function logitChunkRows(vocab: number, rows: number): number {
+  return Math.max(1, Math.min(rows, Math.floor(LOGIT_BUDGET / vocab)));
+}
+
+/**
+ * log p(target) per row for logits = h·Wᵀ, computed a chunk of rows at a time so the full
+ * [rows, vocab] matrix never exists. Rows with a negative target give 0.
+ *
+ * When `dh` is given, it also receives d log p(target_r)/d h_r for every row (the gradient is
+ * known here up to each row's upstream factor, so the backward pass only scales it):
+ * dh_r = (onehot(t_r) − softmax_r)·W.
+ */
+export function linearLogprobsForward(
+  be: Backend,
+  h: Float32Array,
+  w: Float32Array,
+  rows: number,
+  hidden: number,
+  vocab: number,
+  targets: Int32Array,
+  out: Float32Array,
+  dh: Float32Array | null,
+): void {
+  const chunk = logitChunkRows(vocab, rows);
+  const logits = new Float32Array(chunk * vocab);
+  for (let r0 = 0; r0 < rows; r0 += chunk) {
+    const n = Math.min(chunk, rows - r0);
+    be.gemm({ transA: false, transB: true, m: n, n: vocab, k: hidden, alpha: 1, a: h.subarray(r0 * hidden), lda: hidden, b: w, ldb: hidden, beta: 0, c: logits, ldc: vocab });
+    for (let i = 0; i < n; i++) {
+      const t = targets[r0 + i];
+      const o = i * vocab;
+      if (t < 0) {
+        out[r0 + i] = 0;
+        if (dh) logits.fill(0, o, o + vocab);
+        continue;
+      }
+      const lse = rowLse(logits, o, vocab);
+      out[r0 + i] = logits[o + t] - lse;
+      if (dh) {
+        for (let j = 0; j < vocab; j++) logits[o + j] = -Math.exp(logits[o + j] - lse);
+        logits[o + t] += 1;
+      }
+    }
+    if (dh) {
+      be.gemm({ transA: false, transB: false, m: n, n: hidden, k: vocab, alpha: 1, a: logits, lda: vocab, b: w, ldb: hidden, beta: 0, c: dh.subarray(r0 * hidden), ldc: hidden });
+    }
+  }
+}
+
+/**
+ * The weight's gradient, Σ_r g_r·(onehot(t_r) − softmax_r)ᵀ·h_r, by recomputing each chunk's
+ * logits (only needed when W itself trains, e.g. full fine-tuning of a tied embedding).
+ * With `dhInto`, the input gradient g_r·(onehot − softmax)·W is added too.
+ */
+export function linearLogprobsBackward(
+  be: Backend,
+  h: Float32Array,
+  w: Float32Array,
+  rows: number,
+  hidden: number,
+  vocab: number,
+  targets: Int32Array,
+  grad: Float32Array,
+  wInto: Float32Array | null,
+  hInto: Float32Array | null,
+): void {
+  const chunk = logitChunkRows(vocab, rows);
+  const logits = new Float32Array(chunk * vocab);
+  for (let r0 = 0; r0 < rows; r0 += chunk) {
+    const n = Math.min(chunk, rows - r0);
+    be.gemm({ transA: false, transB: true, m: n, n: vocab, k: hidden, alpha: 1, a: h.subarray(r0 * hidden), lda: hidden, b: w, ldb: hidden, beta: 0, c: logits, ldc: vocab });
+    for (let i = 0; i < n; i++) {
+      const t = targets[r0 + i];
+      const g = grad[r0 + i];
+      const o = i * vocab;
+      if (t < 0 || g === 0) {
+        logits.fill(0, o, o + vocab);
+        continue;
+      }
+      const lse = rowLse(logits, o, vocab);
+      for (let j = 0; j < vocab; j++) logits[o + j] = -g * Math.exp(logits[o + j] - lse);
+      logits[o + t] += g;
+    }
+    if (wInto) {
+      be.gemm({ transA: true, transB: false, m: vocab, n: hidden, k: n, alpha: 1, a: logits, lda: vocab, b: h.subarray(r0 * hidden), ldb: hidden, beta: 1, c: wInto, ldc: hidden });
+    }
+    if (hInto) {
+      be.gemm({ transA: false, transB: false, m: n, n: hidden, k: vocab, alpha: 1, a: logits, lda: vocab, b: w, ldb: hidden, beta: 1, c: hInto.subarray(r0 * hidden), ldc: hidden });
+    }
+  }
+}
+
+function rowLse(x: Float32Array, o: number, n: number): number {
+  let max = -Infinity;
+  for (let j = 0; j < n; j++) if (x[o + j] > max) max = x[o + j];
+  let sum = 0;
+  for (let j = 0; j < n; j++) sum += Math.exp(x[o + j] - max);
+  return max + Math.log(sum);
+}
