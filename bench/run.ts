@@ -17,13 +17,14 @@ import { parseDecoderConfig } from '../src/models/config.js';
 import { initializeWeights } from '../src/models/init.js';
 import { PRESETS } from '../src/models/presets.js';
 import { inferenceSection } from './inference.js';
+import { trainSection } from './train.js';
 import { machineSection, sgemmSection, streamSection } from './machine.js';
 import { MB, round, seconds, type BenchContext, type Figure, type Section } from './measure.js';
 
 const MODEL = 'qwen2.5-0.5b';
 
 /** In report order; `machine` always runs. */
-const SECTIONS: Section[] = [machineSection, sgemmSection, streamSection, inferenceSection];
+const SECTIONS: Section[] = [machineSection, sgemmSection, streamSection, inferenceSection, trainSection];
 
 interface Group {
   title: string;

@@ -86,8 +86,8 @@ describe('stage dpo', () => {
   const out = path.join(scratch, 'dpo');
   const lines: string[] = [];
 
-  before(() => {
-    run(settings(out), lines);
+  before(async () => {
+    await run(settings(out), lines);
   });
 
   it('raises the held-out chosen-over-rejected margin and the implicit-reward accuracy above 0.5', () => {
@@ -126,15 +126,15 @@ describe('stage dpo', () => {
     for (const f of ['adapter_model.safetensors', 'adapter_config.json', 'training_loss.png', 'train_results.json']) assert.ok(fs.existsSync(path.join(out, f)), f);
   });
 
-  it('resumed from a checkpoint, ends where an uninterrupted run ends', () => {
+  it('resumed from a checkpoint, ends where an uninterrupted run ends', async () => {
     const whole = path.join(scratch, 'whole');
     const parts = path.join(scratch, 'parts');
     const short = { num_train_epochs: 2, logging_steps: 1, eval_dataset: null };
-    run(settings(whole, short));
-    run(settings(parts, { ...short, save_steps: 3 }));
+    await run(settings(whole, short));
+    await run(settings(parts, { ...short, save_steps: 3 }));
     fs.rmSync(path.join(parts, 'adapter_model.safetensors'));
     const lines: string[] = [];
-    run(settings(parts, { ...short, resume_from_checkpoint: path.join(parts, 'checkpoint-3') }), lines);
+    await run(settings(parts, { ...short, resume_from_checkpoint: path.join(parts, 'checkpoint-3') }), lines);
     assert.ok(lines.some((l) => l.startsWith('resuming from') && l.endsWith('at step 3')), lines.join('\n'));
     const a = readSafetensors(path.join(whole, 'adapter_model.safetensors'));
     const b = readSafetensors(path.join(parts, 'adapter_model.safetensors'));
@@ -145,13 +145,13 @@ describe('stage dpo', () => {
 });
 
 describe('stage dpo over an SFT adapter', () => {
-  it('keeps the SFT adapter frozen as the reference and records it beside the new adapter', () => {
+  it('keeps the SFT adapter frozen as the reference and records it beside the new adapter', async () => {
     const sft = path.join(scratch, 'sft');
     fs.writeFileSync(path.join(dataDir, 'sft.json'), JSON.stringify(TRAIN_Q.map((q, i) => ({ instruction: q, input: '', output: POLITE[i % 4] }))));
-    run({ ...settings(sft), stage: 'sft', dataset: 'sft.json', eval_dataset: null, num_train_epochs: 2 });
+    await run({ ...settings(sft), stage: 'sft', dataset: 'sft.json', eval_dataset: null, num_train_epochs: 2 });
     const out = path.join(scratch, 'dpo-over-sft');
     const lines: string[] = [];
-    run(settings(out, { adapter_name_or_path: sft, num_train_epochs: 1, eval_dataset: null }), lines);
+    await run(settings(out, { adapter_name_or_path: sft, num_train_epochs: 1, eval_dataset: null }), lines);
     assert.ok(lines.some((l) => l.includes(`continuing from the adapter ${sft}: kept frozen`)), lines.join('\n'));
     const note = JSON.parse(fs.readFileSync(path.join(out, 'base_adapter.json'), 'utf8')) as { base_adapter: string };
     assert.equal(note.base_adapter, path.resolve(sft));

@@ -58,7 +58,7 @@ function helloRate(model: CausalLM, samples: number): number {
   return hits / samples;
 }
 
-before(() => {
+before(async () => {
   // Weights ~N(0, 0.2²) rather than 0.02: with tied embeddings that small, a LoRA-only model
   // cannot become confident enough for the answers to differ visibly in a few steps.
   const model = initModel({ preset: 'tiny', out: modelDir, seed: 1 });
@@ -68,8 +68,8 @@ before(() => {
   const sft = QUESTIONS.flatMap((q) => [{ instruction: q, input: '', output: 'Hello! Welcome.' }, { instruction: q, input: '', output: 'No.' }]);
   fs.writeFileSync(path.join(dataDir, 'sft.json'), JSON.stringify(sft));
   fs.writeFileSync(path.join(dataDir, 'prompts.json'), JSON.stringify(QUESTIONS.map((q) => ({ instruction: q, input: '' }))));
-  train({ stage: 'sft', dataset: 'sft.json', output_dir: sftDir, per_device_train_batch_size: 8, learning_rate: 1e-2, num_train_epochs: 30, logging_steps: 10 });
-  train(
+  await train({ stage: 'sft', dataset: 'sft.json', output_dir: sftDir, per_device_train_batch_size: 8, learning_rate: 1e-2, num_train_epochs: 30, logging_steps: 10 });
+  await train(
     {
       stage: 'ppo', adapter_name_or_path: sftDir, dataset: 'prompts.json', output_dir: ppoDir, per_device_train_batch_size: 8,
       learning_rate: 2e-3, lr_scheduler_type: 'constant', max_steps: 60, logging_steps: 4, save_steps: 40, max_new_tokens: 8, ppo_epochs: 4,
@@ -118,15 +118,15 @@ describe('stage ppo with a rule-based reward', () => {
 });
 
 describe('stage ppo with a reward model', () => {
-  it('shares the base weights with the policy and scores as a separately loaded reward model', () => {
+  it('shares the base weights with the policy and scores as a separately loaded reward model', async () => {
     const rmDir = path.join(scratch, 'rm');
     fs.writeFileSync(
       path.join(dataDir, 'pairs.json'),
       JSON.stringify(QUESTIONS.map((q) => ({ instruction: q, input: '', chosen: 'Hello! Welcome.', rejected: 'No.' }))),
     );
-    train({ stage: 'rm', dataset: 'pairs.json', output_dir: rmDir, per_device_train_batch_size: 8, learning_rate: 5e-3, max_steps: 4, logging_steps: 2 });
+    await train({ stage: 'rm', dataset: 'pairs.json', output_dir: rmDir, per_device_train_batch_size: 8, learning_rate: 5e-3, max_steps: 4, logging_steps: 2 });
     const lines: string[] = [];
-    train(
+    await train(
       {
         stage: 'ppo', adapter_name_or_path: sftDir, dataset: 'prompts.json', output_dir: path.join(scratch, 'ppo-rm'), per_device_train_batch_size: 4,
         max_steps: 2, ppo_epochs: 2, logging_steps: 1, max_new_tokens: 6, reward_model: rmDir, ppo_score_norm: true, ppo_whiten_rewards: true,
@@ -147,5 +147,38 @@ describe('stage ppo with a reward model', () => {
     const a = scoreConversations(shared, convs);
     const b = scoreConversations(alone, convs);
     a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) < 1e-5, `${v} vs ${b[i]}`));
+  });
+});
+
+describe('stage ppo interrupted', () => {
+  it('Ctrl-C while a round is being sampled saves a checkpoint without finishing the round; resuming completes the run', async () => {
+    const out = path.join(scratch, 'ppo-sigint');
+    const settings = {
+      stage: 'ppo', adapter_name_or_path: sftDir, dataset: 'prompts.json', output_dir: out, per_device_train_batch_size: 4, ppo_epochs: 1,
+      max_steps: 4, logging_steps: 1, save_steps: 1000, max_new_tokens: 4, reward_function: { contains: 'Hello', weight: 1 },
+    };
+    const listeners = () => [process.listenerCount('SIGINT'), process.listenerCount('SIGTERM')];
+    const installed = listeners();
+    const lines: string[] = [];
+    // One optimizer step per round (4 rollouts, one pass). The signal comes two turns of the event
+    // loop after step 1 is logged: while round 2's rollouts are being sampled.
+    const stopped = await runTraining(loadTrainConfig(null, { model_name_or_path: modelDir, dataset_dir: dataDir, lora_target: 'all', seed: 11, ...settings }).config, {
+      log: (l) => {
+        lines.push(l);
+        if (l.startsWith('step 1/')) setImmediate(() => setImmediate(() => process.emit('SIGINT')));
+      },
+    });
+    assert.equal(stopped.stoppedEarly, true);
+    assert.equal(stopped.globalStep, 1);
+    assert.deepEqual(listeners(), installed, 'the trainer removes its SIGINT and SIGTERM handlers');
+    assert.ok(lines.some((l) => l.startsWith('interrupted: saved') && l.includes('checkpoint-1')), lines.join('\n'));
+    assert.ok(!lines.some((l) => l.startsWith('round 2:')), `round 2 was not finished:\n${lines.join('\n')}`);
+    for (const f of ['adapter_model.safetensors', 'value_head.safetensors', 'ppo_state.json']) assert.ok(fs.existsSync(path.join(out, 'checkpoint-1', f)), f);
+    assert.ok(!fs.existsSync(path.join(out, 'adapter_model.safetensors')), 'no final adapter for an interrupted run');
+
+    const resumed = await train({ ...settings, resume_from_checkpoint: true });
+    assert.equal(resumed.stoppedEarly, false);
+    assert.equal(resumed.globalStep, 4);
+    assert.ok(fs.existsSync(path.join(out, 'adapter_model.safetensors')));
   });
 });

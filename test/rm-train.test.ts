@@ -51,12 +51,12 @@ function tunekit(args: string[]) {
   return spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', CLI, ...args], { cwd: ROOT, encoding: 'utf8' });
 }
 
-before(() => {
+before(async () => {
   initModel({ preset: 'tiny', out: modelDir, seed: 4 });
   fs.mkdirSync(dataDir);
   fs.writeFileSync(path.join(dataDir, 'train.json'), JSON.stringify(TRAIN));
   fs.writeFileSync(path.join(dataDir, 'held.json'), JSON.stringify(HELD));
-  runTraining(
+  await runTraining(
     loadTrainConfig(null, {
       model_name_or_path: modelDir, stage: 'rm', dataset: path.join(dataDir, 'train.json'), eval_dataset: path.join(dataDir, 'held.json'),
       output_dir: out, per_device_train_batch_size: 5, learning_rate: 5e-3, num_train_epochs: 4, logging_steps: 2, eval_steps: 4,
@@ -147,7 +147,7 @@ describe('stage rm', () => {
 });
 
 describe('stage rm resumed from a checkpoint', () => {
-  it('ends with the same adapter and value head as an uninterrupted run', () => {
+  it('ends with the same adapter and value head as an uninterrupted run', async () => {
     const settings = (dir: string, extra: Record<string, unknown>) =>
       loadTrainConfig(null, {
         model_name_or_path: modelDir, stage: 'rm', dataset: path.join(dataDir, 'train.json'), output_dir: dir, per_device_train_batch_size: 2,
@@ -155,9 +155,9 @@ describe('stage rm resumed from a checkpoint', () => {
       }).config;
     const whole = path.join(scratch, 'rm-whole');
     const parts = path.join(scratch, 'rm-parts');
-    runTraining(settings(whole, {}), { log: () => {} });
-    runTraining(settings(parts, { save_steps: 2 }), { log: () => {} });
-    runTraining(settings(parts, { resume_from_checkpoint: path.join(parts, 'checkpoint-2'), overwrite_output_dir: true }), { log: () => {} });
+    await runTraining(settings(whole, {}), { log: () => {} });
+    await runTraining(settings(parts, { save_steps: 2 }), { log: () => {} });
+    await runTraining(settings(parts, { resume_from_checkpoint: path.join(parts, 'checkpoint-2'), overwrite_output_dir: true }), { log: () => {} });
     for (const file of ['adapter_model.safetensors', 'value_head.safetensors']) {
       const a = readSafetensors(path.join(whole, file));
       const b = readSafetensors(path.join(parts, file));
@@ -169,9 +169,9 @@ describe('stage rm resumed from a checkpoint', () => {
 });
 
 describe('stage rm with full fine-tuning', () => {
-  it('saves the whole model with the value head; tunekit reward --model alone reads it', () => {
+  it('saves the whole model with the value head; tunekit reward --model alone reads it', async () => {
     const full = path.join(scratch, 'rm-full');
-    runTraining(
+    await runTraining(
       loadTrainConfig(null, {
         model_name_or_path: modelDir, stage: 'rm', finetuning_type: 'full', dataset: path.join(dataDir, 'train.json'), output_dir: full,
         per_device_train_batch_size: 5, learning_rate: 1e-3, max_steps: 2, logging_steps: 1,

@@ -49,7 +49,7 @@ function assertSameTensors(a: string, b: string): void {
 }
 
 describe('resume_from_checkpoint', () => {
-  it('LoRA with dropout 0.1 and accumulation 2: the resumed run repeats the losses and ends with identical weights', () => {
+  it('LoRA with dropout 0.1 and accumulation 2: the resumed run repeats the losses and ends with identical weights', async () => {
     // 8 examples, batch 2 × accumulation 2 = 2 steps per epoch, 3 epochs = 6 steps; checkpoint-3
     // falls in the middle of epoch 2, and the cosine schedule with warm-up is at neither end.
     const settings = (out: string) => ({
@@ -63,7 +63,7 @@ describe('resume_from_checkpoint', () => {
       weight_decay: 0.01,
     });
     const a = path.join(root, 'lora-A');
-    const A = runQuiet(settings(a));
+    const A = await runQuiet(settings(a));
     assert.equal(A.result.globalStep, 6);
     assert.ok(fs.existsSync(path.join(a, 'checkpoint-3', 'optimizer.safetensors')));
     assert.ok(fs.existsSync(path.join(a, 'checkpoint-3', 'adapter_model.safetensors')));
@@ -73,7 +73,7 @@ describe('resume_from_checkpoint', () => {
     const b = path.join(root, 'lora-B');
     fs.cpSync(a, b, { recursive: true });
     fs.rmSync(path.join(b, 'adapter_model.safetensors'));
-    const B = runQuiet({ ...settings(b), resume_from_checkpoint: path.join(b, 'checkpoint-3') });
+    const B = await runQuiet({ ...settings(b), resume_from_checkpoint: path.join(b, 'checkpoint-3') });
     assert.ok(B.lines.some((l) => l.includes('resuming from') && l.includes('at step 3')));
     assert.equal(B.result.globalStep, 6);
     assert.deepEqual(stableHistory(B.result.history), stableHistory(A.result.history));
@@ -89,13 +89,13 @@ describe('resume_from_checkpoint', () => {
     // Dropout really acts (so repeating its masks is part of what was tested): without it the
     // losses after step 1 (where B is still zero and dropout cannot show) and the weights differ.
     const c = path.join(root, 'lora-nodrop');
-    const noDropout = runQuiet({ ...settings(c), lora_dropout: 0 });
+    const noDropout = await runQuiet({ ...settings(c), lora_dropout: 0 });
     assert.equal(losses(noDropout.result)[0], losses(A.result)[0]);
     assert.notDeepEqual(losses(noDropout.result).slice(1), losses(A.result).slice(1));
     assert.ok(maxAbsDiff(readTensors(path.join(c, 'adapter_model.safetensors')), readTensors(path.join(a, 'adapter_model.safetensors'))) > 1e-4);
   });
 
-  it('full fine-tuning with resume_from_checkpoint: true continues from the newest checkpoint in output_dir', () => {
+  it('full fine-tuning with resume_from_checkpoint: true continues from the newest checkpoint in output_dir', async () => {
     const settings = (out: string) => ({
       ...shortRunSettings(model, out),
       finetuning_type: 'full',
@@ -106,21 +106,21 @@ describe('resume_from_checkpoint', () => {
       warmup_steps: 2,
     });
     const a = path.join(root, 'full-A');
-    const A = runQuiet(settings(a));
+    const A = await runQuiet(settings(a));
     assert.equal(A.result.globalStep, 8);
     const b = path.join(root, 'full-B');
     fs.mkdirSync(b);
     fs.cpSync(path.join(a, 'checkpoint-5'), path.join(b, 'checkpoint-5'), { recursive: true });
-    const B = runQuiet({ ...settings(b), resume_from_checkpoint: true });
+    const B = await runQuiet({ ...settings(b), resume_from_checkpoint: true });
     assert.deepEqual(losses(B.result), losses(A.result));
     assert.deepEqual(readTrainerLog(b).map((e) => e.current_steps), [6, 7, 8], 'a fresh folder logs the steps it ran');
     assertSameTensors(path.join(a, 'model.safetensors'), path.join(b, 'model.safetensors'));
   });
 
-  it('names what is wrong when there is nothing to resume from', () => {
+  it('names what is wrong when there is nothing to resume from', async () => {
     const out = path.join(root, 'empty');
-    assert.throws(() => runQuiet({ ...shortRunSettings(model, out), resume_from_checkpoint: true }), (e: Error) => e instanceof UserError && /no checkpoint-N folder/.test(e.message));
-    assert.throws(
+    await assert.rejects(runQuiet({ ...shortRunSettings(model, out), resume_from_checkpoint: true }), (e: Error) => e instanceof UserError && /no checkpoint-N folder/.test(e.message));
+    await assert.rejects(
       () => runQuiet({ ...shortRunSettings(model, out), resume_from_checkpoint: path.join(root, 'nowhere') }),
       (e: Error) => e instanceof UserError && /is not a checkpoint/.test(e.message),
     );
@@ -128,11 +128,11 @@ describe('resume_from_checkpoint', () => {
 });
 
 describe('SIGINT', () => {
-  it('stops after the step in progress, saves checkpoint-2, and resuming finishes with the uninterrupted losses', () => {
+  it('stops after the step in progress, saves checkpoint-2, and resuming finishes with the uninterrupted losses', async () => {
     const settings = (out: string) => ({ ...shortRunSettings(model, out), lora_dropout: 0.1, num_train_epochs: 2, save_steps: 100 });
     const listenersBefore = process.listenerCount('SIGINT');
     const out = path.join(root, 'sigint');
-    const stopped = runQuiet(settings(out), (line) => {
+    const stopped = await runQuiet(settings(out), (line) => {
       if (line.startsWith('step 2/')) process.emit('SIGINT');
     });
     assert.equal(stopped.result.stoppedEarly, true);
@@ -145,8 +145,8 @@ describe('SIGINT', () => {
     assert.ok(!fs.existsSync(path.join(out, 'adapter_model.safetensors')), 'no final adapter for an interrupted run');
     assert.deepEqual(fs.readdirSync(out).filter((n) => n.includes('.tmp-') || n.includes('.old-')), [], 'no temporary folders left');
 
-    const resumed = runQuiet({ ...settings(out), resume_from_checkpoint: true });
-    const straight = runQuiet(settings(path.join(root, 'sigint-straight')));
+    const resumed = await runQuiet({ ...settings(out), resume_from_checkpoint: true });
+    const straight = await runQuiet(settings(path.join(root, 'sigint-straight')));
     assert.equal(resumed.result.stoppedEarly, false);
     assert.deepEqual(losses(resumed.result), losses(straight.result));
     assert.equal(losses(straight.result).length, 8);
@@ -156,12 +156,6 @@ describe('SIGINT', () => {
 
   it(
     'a real SIGINT sent to a `tunekit train` process saves a checkpoint and exits 130',
-    {
-      todo:
-        'train() is synchronous, so a real signal is only delivered after the loop ends: the SIGINT ' +
-        'listener never fires during training and, being installed, also disables the default exit. ' +
-        'Ctrl-C is ignored until the run completes. Needs the loop to yield to the event loop.',
-    },
     async () => {
       const out = path.join(root, 'real-sigint');
       const yaml = path.join(root, 'real-sigint.yaml');
@@ -196,14 +190,14 @@ describe('SIGINT', () => {
 });
 
 describe('a NaN loss', () => {
-  it('stops with a UserError naming the step and the last checkpoint, which stays whole and loadable', () => {
+  it('stops with a UserError naming the step and the last checkpoint, which stays whole and loadable', async () => {
     // lr 1e6 only inflates the loss (RMSNorm keeps it finite, ~1e13); 1e20 overflows float32 in
     // the second forward pass, whose loss is NaN.
     const out = path.join(root, 'nan');
     const listenersBefore = process.listenerCount('SIGINT');
     let error: unknown;
     try {
-      runQuiet({ ...shortRunSettings(model, out), finetuning_type: 'full', learning_rate: 1e20, lr_scheduler_type: 'constant', save_steps: 1, num_train_epochs: 2 });
+      await runQuiet({ ...shortRunSettings(model, out), finetuning_type: 'full', learning_rate: 1e20, lr_scheduler_type: 'constant', save_steps: 1, num_train_epochs: 2 });
     } catch (e) {
       error = e;
     }

@@ -25,6 +25,7 @@ import {
   tempDir,
   tinyModelDir,
 } from './helpers/train-fixtures.js';
+import type { QuietRun } from './helpers/train-fixtures.js';
 
 let root: string;
 let model: string;
@@ -43,7 +44,7 @@ function ends(values: number[], n = 2): { first: number; last: number } {
 
 describe('LoRA SFT on the tiny model', () => {
   let out: string;
-  let run: ReturnType<typeof runQuiet>;
+  let run: QuietRun;
   const settings = () => ({
     ...shortRunSettings(model, out),
     learning_rate: 1e-2,
@@ -52,9 +53,9 @@ describe('LoRA SFT on the tiny model', () => {
     warmup_ratio: 0.1,
   });
 
-  before(() => {
+  before(async () => {
     out = path.join(root, 'lora');
-    run = runQuiet(settings());
+    run = await runQuiet(settings());
   });
 
   it('lowers the training loss clearly', () => {
@@ -127,18 +128,18 @@ describe('LoRA SFT on the tiny model', () => {
     assert.ok(colours.size >= 3, 'the image is not blank');
   });
 
-  it('refuses to train into an output_dir that holds a run, unless told to overwrite', () => {
-    assert.throws(() => runQuiet({ ...settings(), max_steps: 1 }), (e: Error) => e.name === 'UserError' && /overwrite_output_dir/.test(e.message));
-    const again = runQuiet({ ...settings(), max_steps: 1, overwrite_output_dir: true });
+  it('refuses to train into an output_dir that holds a run, unless told to overwrite', async () => {
+    await assert.rejects(runQuiet({ ...settings(), max_steps: 1 }), (e: Error) => e.name === 'UserError' && /overwrite_output_dir/.test(e.message));
+    const again = await runQuiet({ ...settings(), max_steps: 1, overwrite_output_dir: true });
     assert.equal(again.result.globalStep, 1);
     assert.equal(readTrainerLog(out).length, 1, 'the old log is replaced');
   });
 });
 
 describe('full fine-tuning', () => {
-  it('lowers the loss and saves the whole model, loadable', () => {
+  it('lowers the loss and saves the whole model, loadable', async () => {
     const out = path.join(root, 'full');
-    const { result } = runQuiet({ ...shortRunSettings(model, out), finetuning_type: 'full', learning_rate: 3e-3, num_train_epochs: 4 });
+    const { result } = await runQuiet({ ...shortRunSettings(model, out), finetuning_type: 'full', learning_rate: 3e-3, num_train_epochs: 4 });
     const l = losses(result);
     assert.equal(l.length, 16);
     const { first, last } = ends(l);
@@ -159,9 +160,9 @@ describe('full fine-tuning', () => {
 });
 
 describe('continued pre-training (stage pt)', () => {
-  it('lowers the loss on examples/data/restaurant_corpus.txt', () => {
+  it('lowers the loss on examples/data/restaurant_corpus.txt', async () => {
     const out = path.join(root, 'pt');
-    const { result, lines } = runQuiet({
+    const { result, lines } = await runQuiet({
       ...shortRunSettings(model, out),
       stage: 'pt',
       dataset: 'restaurant_corpus',
@@ -185,9 +186,9 @@ describe('gradient accumulation', () => {
   // lr 1 with adam_epsilon 1 and no clipping makes the first AdamW step lr·g/(|g| + 1): it
   // depends on the gradient's size, not only its sign (with the usual eps the first step is
   // ±lr whatever the gradient's scale, and a wrongly scaled loss would go unseen).
-  const firstStep = (name: string, extra: Record<string, unknown>) => {
+  const firstStep = async (name: string, extra: Record<string, unknown>) => {
     const out = path.join(root, name);
-    const { result } = runQuiet({
+    const { result } = await runQuiet({
       ...shortRunSettings(model, out),
       max_steps: 1,
       learning_rate: 1,
@@ -199,10 +200,10 @@ describe('gradient accumulation', () => {
     return { entry: result.history[0], weights: readTensors(path.join(out, 'adapter_model.safetensors')) };
   };
 
-  it('batch 4 × accumulation 1 gives the same first update as batch 2 × accumulation 2', () => {
-    const whole = firstStep('accum-4x1', { per_device_train_batch_size: 4, gradient_accumulation_steps: 1 });
-    const split = firstStep('accum-2x2', { per_device_train_batch_size: 2, gradient_accumulation_steps: 2 });
-    const half = firstStep('accum-2x1', { per_device_train_batch_size: 2, gradient_accumulation_steps: 1 });
+  it('batch 4 × accumulation 1 gives the same first update as batch 2 × accumulation 2', async () => {
+    const whole = await firstStep('accum-4x1', { per_device_train_batch_size: 4, gradient_accumulation_steps: 1 });
+    const split = await firstStep('accum-2x2', { per_device_train_batch_size: 2, gradient_accumulation_steps: 2 });
+    const half = await firstStep('accum-2x1', { per_device_train_batch_size: 2, gradient_accumulation_steps: 1 });
     // B starts at zero, so the trained B matrices are the update itself.
     const scale = Math.max(...[...whole.weights].filter(([n]) => n.endsWith('lora_B.weight')).flatMap(([, x]) => [...x].map(Math.abs)));
     assert.ok(scale > 0.01, `the update is visible (${scale})`);

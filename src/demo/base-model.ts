@@ -47,7 +47,7 @@ export interface BuildBaseModelOptions {
  * learned from the corpus, random weights, then tunekit's own `pt` stage (full fine-tuning) over
  * the corpus. The result is a plain Hugging Face folder saved in bf16.
  */
-export function buildBaseModel(opts: BuildBaseModelOptions = {}): string {
+export async function buildBaseModel(opts: BuildBaseModelOptions = {}): Promise<string> {
   const out = opts.out ?? BUILTIN_MODEL_DIR;
   const log = opts.log ?? ((l: string) => console.error(l));
   const corpus = readCorpus(BASE_CORPUS_DIR);
@@ -88,7 +88,7 @@ export function buildBaseModel(opts: BuildBaseModelOptions = {}): string {
       seed: opts.seed ?? 0,
       output_dir: trained,
     };
-    runTraining(config, { log });
+    await runTraining(config, { log });
     const final = loadModel(trained);
     const tmpOut = `${out}.tmp-${process.pid}`;
     fs.rmSync(tmpOut, { recursive: true, force: true });
@@ -103,10 +103,10 @@ export function buildBaseModel(opts: BuildBaseModelOptions = {}): string {
 }
 
 /** The built-in model's folder, built (minutes) and cached there if it is not present. */
-export function ensureBuiltinModel(log?: (line: string) => void): string {
+export async function ensureBuiltinModel(log?: (line: string) => void): Promise<string> {
   if (fs.existsSync(join(BUILTIN_MODEL_DIR, 'config.json'))) return BUILTIN_MODEL_DIR;
   log?.('the built-in base model is not here yet; building it (a few minutes, once)');
-  return buildBaseModel({ log });
+  return await buildBaseModel({ log });
 }
 
 function readCorpus(dir: string): string {

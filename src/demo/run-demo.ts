@@ -34,12 +34,12 @@ export interface DemoResult {
  * The whole pipeline on the built-in model, offline: answers before, LoRA fine-tuning on the
  * persona-layout restaurant data, answers after, merge, and the loss curve.
  */
-export function runDemo(opts: DemoOptions): DemoResult {
+export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const print = opts.print ?? ((l: string) => console.log(l));
   const log = opts.log ?? ((l: string) => console.error(l));
   const out = resolve(opts.out);
   fs.mkdirSync(out, { recursive: true });
-  const base = ensureBuiltinModel(log);
+  const base = await ensureBuiltinModel(log);
 
   print(`\n== 1. The built-in base model (${base}) answers, before fine-tuning ==`);
   const before = answerAll(loadPipeline(base), print);
@@ -68,7 +68,7 @@ export function runDemo(opts: DemoOptions): DemoResult {
     output_dir: adapter,
     overwrite_output_dir: true,
   };
-  const result = runTraining(config, { log });
+  const result = await runTraining(config, { log });
   const losses = result.history.filter((e) => e.loss !== undefined).map((e) => e.loss);
 
   print('\n== 3. The same questions, with the adapter ==');

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { epochOrder, makeBatches, padIdOf } from '../data/index.js';
 import type { EncodedExample } from '../data/index.js';
 import { UserError } from '../errors.js';
+import { resolveModel } from '../io/hub.js';
 import { copyTokenizerFiles, loadModel, saveModel } from '../io/model-folder.js';
 import { loadAdapter, saveAdapter } from '../io/peft-adapter.js';
 import type { CausalLM } from '../models/decoder.js';
@@ -27,14 +28,16 @@ export interface RunOptions {
  * One training run from a config: data, model, LoRA or full fine-tuning, the loop, and the
  * result in output_dir (adapter or model, tokenizer files, logs, loss curve).
  */
-export function runTraining(c: TrainConfig, opts: RunOptions = {}): TrainResult {
+export async function runTraining(config: TrainConfig, opts: RunOptions = {}): Promise<TrainResult> {
   const log = opts.log ?? ((line: string) => console.error(line));
+  // A hub id (org/name) becomes its folder in the Hugging Face cache, downloaded if missing.
+  const c: TrainConfig = { ...config, model_name_or_path: await resolveModel(config.model_name_or_path) };
   const modelDir = c.model_name_or_path;
   const resumeDir = resumeFolder(c);
   if (!resumeDir && fs.existsSync(join(c.output_dir, 'trainer_log.jsonl')) && !c.overwrite_output_dir) {
     throw new UserError(`output_dir ${c.output_dir} already holds a training run; set overwrite_output_dir: true or resume_from_checkpoint: true`);
   }
-  if (c.stage === 'rm' || c.stage === 'dpo' || c.stage === 'ppo') return runAlignmentStage(c, { log, resumeDir });
+  if (c.stage === 'rm' || c.stage === 'dpo' || c.stage === 'ppo') return await runAlignmentStage(c, { log, resumeDir });
   const tokenizer = Tokenizer.fromFolder(modelDir);
   const template = resolveTemplate(c.template, tokenizer);
   const data = prepareData(c, tokenizer, template);
@@ -66,7 +69,7 @@ export function runTraining(c: TrainConfig, opts: RunOptions = {}): TrainResult 
     else saveModel(model, dir, {});
     copyTokenizerFiles(modelDir, dir);
   };
-  const result = train({ model, config: c, batchesForEpoch, evalBatches, loss: causalLmLoss, saveWeights, resumeFrom: resumeDir, log });
+  const result = await train({ model, config: c, batchesForEpoch, evalBatches, loss: causalLmLoss, saveWeights, resumeFrom: resumeDir, log });
   log(
     result.stoppedEarly
       ? `stopped at step ${result.globalStep}`

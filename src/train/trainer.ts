@@ -40,8 +40,17 @@ export type LossFn<B = LabelledBatch> = (model: CausalLM, batch: B, normalizer: 
 export interface BatchSource<B> {
   /** Micro-batches in one epoch. */
   perEpoch: number;
-  /** The micro-batch with this index, counting from the start of training. */
-  at(micro: number): B;
+  /**
+   * The micro-batch with this index, counting from the start of training. A source that takes
+   * long to make one (PPO's rollouts) may return a promise, yield to the event loop while it
+   * works, and give up by throwing `signal.reason` once `signal` is aborted (Ctrl-C).
+   */
+  at(micro: number, signal: AbortSignal): B | Promise<B>;
+}
+
+/** Lets the event loop run (signal handlers, I/O) before continuing a long synchronous computation. */
+export function yieldToEventLoop(): Promise<void> {
+  return new Promise<void>((r) => setImmediate(r));
 }
 
 export interface TrainerInput<B extends TrainBatch = LabelledBatch> {
@@ -76,9 +85,11 @@ export interface TrainResult {
 
 /**
  * The training loop: gradient accumulation, clipping, AdamW under a schedule, periodic logging,
- * evaluation and atomic checkpoints; resumable to the same numbers; Ctrl-C saves first.
+ * evaluation and atomic checkpoints; resumable to the same numbers; Ctrl-C (SIGINT) or SIGTERM
+ * saves a checkpoint and returns with `stoppedEarly`. The loop yields to the event loop once per
+ * optimizer step so that those signals are delivered while it runs.
  */
-export function train<B extends TrainBatch = LabelledBatch>(input: TrainerInput<B>): TrainResult {
+export async function train<B extends TrainBatch = LabelledBatch>(input: TrainerInput<B>): Promise<TrainResult> {
   const { model, config: c } = input;
   const log = input.log ?? ((line: string) => console.error(line));
   const params = input.parameters ?? model.trainableParameters();
@@ -107,12 +118,12 @@ export function train<B extends TrainBatch = LabelledBatch>(input: TrainerInput<
   else rewriteLog(logPath, state.global_step);
 
   let interrupted = false;
+  // Aborted on a signal, so that a source making a long batch (PPO's rollouts) can stop early.
+  const abort = new AbortController();
   const onSignal = () => {
     interrupted = true;
+    abort.abort();
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  const microBatch = (micro: number): B => source.at(micro);
   const checkpoint = () => {
     const dir = join(c.output_dir, `checkpoint-${state.global_step}`);
     writeCheckpoint(dir, input.saveWeights, optimizer.state, state);
@@ -129,17 +140,29 @@ export function train<B extends TrainBatch = LabelledBatch>(input: TrainerInput<
   let totalTokens = 0;
   let lastEval: number | null = null;
   let windowMetrics = new MetricMeans();
-  const lora = loraLayers(model);
-  model.train();
+  const stopInterrupted = (): TrainResult => {
+    const dir = checkpoint();
+    log(`interrupted: saved ${dir}; continue with resume_from_checkpoint: ${dir}`);
+    return finish(true);
+  };
+  // Installed inside the try, so that the finally removes them on every way out.
   try {
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    const lora = loraLayers(model);
+    model.train();
     while (state.global_step < totalSteps) {
-      if (interrupted) {
-        const dir = checkpoint();
-        log(`interrupted: saved ${dir}; continue with resume_from_checkpoint: ${dir}`);
-        return finish(true);
-      }
+      // Signals are delivered only while the event loop runs: let it, once per optimizer step.
+      await yieldToEventLoop();
+      if (interrupted) return stopInterrupted();
       const group: B[] = [];
-      for (let i = 0; i < accum; i++) group.push(microBatch(state.micro_step + i));
+      try {
+        for (let i = 0; i < accum; i++) group.push(await source.at(state.micro_step + i, abort.signal));
+      } catch (e) {
+        // Interrupted while the batches were being made: nothing of this step has run yet.
+        if (interrupted && abort.signal.aborted && e === abort.signal.reason) return stopInterrupted();
+        throw e;
+      }
       const normalizer = group.reduce((n, b) => n + units(b), 0);
       let stepLoss = 0;
       let stepTokens = 0;

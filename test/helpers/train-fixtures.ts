@@ -65,9 +65,9 @@ export interface QuietRun {
 }
 
 /** Runs training with its log lines collected instead of printed. */
-export function runQuiet(settings: Record<string, unknown>, onLine?: (line: string) => void): QuietRun {
+export async function runQuiet(settings: Record<string, unknown>, onLine?: (line: string) => void): Promise<QuietRun> {
   const lines: string[] = [];
-  const result = runTraining(configOf(settings), {
+  const result = await runTraining(configOf(settings), {
     log: (line) => {
       lines.push(line);
       onLine?.(line);

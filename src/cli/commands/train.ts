@@ -14,7 +14,7 @@ on the command line: --learning_rate 1e-4. Ctrl-C saves a checkpoint before exit
 
 export const trainCommand: Command = {
   summary: 'train from a YAML config: pt, sft, rm, dpo or ppo, with LoRA or fully',
-  run(argv) {
+  async run(argv) {
     if (argv.includes('--help') || argv.includes('-h')) {
       console.log(HELP);
       return 0;
@@ -22,7 +22,7 @@ export const trainCommand: Command = {
     const { file, overrides } = parseOverrides(argv);
     const { config, notes } = loadTrainConfig(file, overrides);
     for (const n of notes) console.error(n);
-    const result = runTraining(config);
+    const result = await runTraining(config);
     return result.stoppedEarly ? 130 : 0;
   },
 };

@@ -33,6 +33,7 @@ import { add, clamp, exp, maximum, mul, reshape, scale, selectRows, sub, sum, to
 import { Rng } from '../../tensor/random.js';
 import { Tensor, noGrad } from '../../tensor/tensor.js';
 import type { Tokenizer } from '../../text/tokenizer.js';
+import { yieldToEventLoop } from '../trainer.js';
 import type { BatchSource, LossFn, TrainBatch } from '../trainer.js';
 import { KlController, RunningMoments, gae, shapedRewards, whiten } from './ppo-math.js';
 import type { ValueHead } from './value-head.js';
@@ -103,7 +104,11 @@ export interface PpoContext {
   log: (line: string) => void;
 }
 
-/** Micro-batches made round by round, each round's rollouts sampled from the current policy. */
+/**
+ * Micro-batches made round by round, each round's rollouts sampled from the current policy. Making
+ * a round yields to the event loop before each rollout and gives up (throwing `signal.reason`)
+ * once the trainer's signal is aborted, so Ctrl-C does not wait for a whole round of sampling.
+ */
 export function ppoBatchSource(ctx: PpoContext): BatchSource<PpoBatch> & { roundsPerEpoch: number; microPerRound: number } {
   const s = ctx.settings;
   const microPerPass = Math.ceil(s.rolloutsPerRound / s.microBatch);
@@ -114,9 +119,9 @@ export function ppoBatchSource(ctx: PpoContext): BatchSource<PpoBatch> & { round
     perEpoch: roundsPerEpoch * microPerRound,
     roundsPerEpoch,
     microPerRound,
-    at(micro: number): PpoBatch {
+    async at(micro: number, signal?: AbortSignal): Promise<PpoBatch> {
       const round = Math.floor(micro / microPerRound);
-      if (!cached || cached.round !== round) cached = { round, batches: runRound(ctx, round, roundsPerEpoch) };
+      if (!cached || cached.round !== round) cached = { round, batches: await runRound(ctx, round, roundsPerEpoch, signal) };
       return cached.batches[micro % microPerRound];
     },
   };
@@ -130,7 +135,7 @@ export function roundPrompts(promptCount: number, perRound: number, round: numbe
   return Array.from({ length: perRound }, (_, k) => order[(start + k) % promptCount]);
 }
 
-function runRound(ctx: PpoContext, round: number, roundsPerEpoch: number): PpoBatch[] {
+async function runRound(ctx: PpoContext, round: number, roundsPerEpoch: number, signal?: AbortSignal): Promise<PpoBatch[]> {
   const s = ctx.settings;
   const { model } = ctx;
   const started = performance.now();
@@ -139,7 +144,14 @@ function runRound(ctx: PpoContext, round: number, roundsPerEpoch: number): PpoBa
   let rollouts: Rollout[];
   try {
     const picked = roundPrompts(ctx.prompts.length, s.rolloutsPerRound, round, roundsPerEpoch, s.seed);
-    rollouts = picked.map((p, k) => sampleAnswer(ctx, p, new Rng((s.seed * 1_000_003 + round * 7919 + k) >>> 0)));
+    rollouts = [];
+    for (const [k, p] of picked.entries()) {
+      // Sampling a round takes long: let signals through between rollouts, and stop on Ctrl-C
+      // before anything of the round (running score statistics, KL coefficient) is updated.
+      await yieldToEventLoop();
+      signal?.throwIfAborted();
+      rollouts.push(sampleAnswer(ctx, p, new Rng((s.seed * 1_000_003 + round * 7919 + k) >>> 0)));
+    }
     const scores = ctx.scorer(rollouts.map((r) => ({ prompt: r.prompt, text: r.text })));
     rollouts.forEach((r, i) => (r.score = scores[i]));
     scoreSequences(ctx, rollouts);

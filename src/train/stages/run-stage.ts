@@ -44,7 +44,7 @@ export interface StageRunOptions {
 export const PPO_STATE_FILE = 'ppo_state.json';
 
 /** Runs stage rm, dpo or ppo as the config says. */
-export function runAlignmentStage(c: TrainConfig, o: StageRunOptions): TrainResult {
+export async function runAlignmentStage(c: TrainConfig, o: StageRunOptions): Promise<TrainResult> {
   const { log, resumeDir } = o;
   const modelDir = c.model_name_or_path;
   const tokenizer = Tokenizer.fromFolder(modelDir);
@@ -83,7 +83,7 @@ export function runAlignmentStage(c: TrainConfig, o: StageRunOptions): TrainResu
       }
       const loss = dpoLoss({ beta: c.pref_beta, loss: c.pref_loss, ftx: c.pref_ftx, simpoGamma: c.simpo_gamma }, reference);
       log(trainableSummary(model));
-      return done(train({ ...common, loss, saveWeights: saveBase }));
+      return done(await train({ ...common, loss, saveWeights: saveBase }));
     }
     const head = resumeDir ? ValueHead.load(resumeDir, model.config.hiddenSize) : ValueHead.create(model.config.hiddenSize, c.seed);
     log(`${trainableSummary(model)} (+ value head: ${model.config.hiddenSize + 1} params)`);
@@ -92,9 +92,9 @@ export function runAlignmentStage(c: TrainConfig, o: StageRunOptions): TrainResu
       head.save(dir);
     };
     const parameters = [...model.trainableParameters(), ...head.parameters()];
-    return done(train({ ...common, loss: rewardModelLoss(head), parameters, saveWeights }));
+    return done(await train({ ...common, loss: rewardModelLoss(head), parameters, saveWeights }));
   }
-  return done(runPpo(c, { model, applied, tokenizer, template, padId, saveBase, resumeDir, log }));
+  return done(await runPpo(c, { model, applied, tokenizer, template, padId, saveBase, resumeDir, log }));
 }
 
 interface PpoSetup {
@@ -108,7 +108,7 @@ interface PpoSetup {
   log: (line: string) => void;
 }
 
-function runPpo(c: TrainConfig, p: PpoSetup): TrainResult {
+async function runPpo(c: TrainConfig, p: PpoSetup): Promise<TrainResult> {
   const { model, tokenizer, template, log, resumeDir } = p;
   const specs = resolveDatasets(c.dataset, c.dataset_dir, { layout: c.layout });
   const loaded = loadPrompts(specs, c.skip_invalid, c.seed);
@@ -187,7 +187,7 @@ function runPpo(c: TrainConfig, p: PpoSetup): TrainResult {
     head.save(dir);
     writeJsonAtomic(join(dir, PPO_STATE_FILE), { kl_coef: kl.value, score_mean: running.mean, score_std: running.std, score_var: running.var, score_count: running.count });
   };
-  const result = train({
+  const result = await train({
     model, config: c, batchSource: source, evalBatches: [], loss: ppoLoss(head, settings), units: ppoUnits,
     parameters: [...model.trainableParameters(), ...head.parameters()], saveWeights, resumeFrom: resumeDir, log,
   });
