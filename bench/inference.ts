@@ -4,6 +4,7 @@
  * matrix FLOPs at the sgemm rate); decode by memory (every weight read once per token at the
  * stream rate).
  */
+import { lastLogits } from '../src/infer/decoding.js';
 import { KVCache } from '../src/models/kv-cache.js';
 import type { CausalLM } from '../src/models/decoder.js';
 import { Rng, noGrad } from '../src/tensor/index.js';
@@ -51,8 +52,8 @@ function forwardFlops(model: CausalLM, tokens: number, offset: number): number {
   const { body, head } = matrixParams(model);
   // Every query row meets every key row (masking comes after the product): q·kᵀ and p·v.
   const attention = cfg.numLayers * cfg.numHeads * 4 * tokens * (offset + tokens) * cfg.headDim;
-  // `forward` computes logits for every position, not only the last.
-  return 2 * tokens * (body + head) + attention;
+  // Generation computes vocabulary logits for the last position only.
+  return 2 * tokens * body + 2 * head + attention;
 }
 
 export const inferenceSection: Section = {
@@ -74,15 +75,13 @@ export const inferenceSection: Section = {
         const cache = new KVCache(cfg, 1, prompt.length + newTokens);
         let next = 0;
         const prefill = seconds(() => {
-          const logits = model.forward({ ids: prompt, batch: 1, length: prompt.length, cache });
-          next = argmaxLast(logits.data, cfg.vocabSize);
+          next = argmaxLast(lastLogits(model, prompt, cache), cfg.vocabSize);
         });
         const ids = new Int32Array(1);
         const decode = seconds(() => {
           for (let i = 0; i < newTokens; i++) {
             ids[0] = next;
-            const logits = model.forward({ ids, batch: 1, length: 1, cache });
-            next = argmaxLast(logits.data, cfg.vocabSize);
+            next = argmaxLast(lastLogits(model, ids, cache), cfg.vocabSize);
           }
         });
         return { prefill, decode };

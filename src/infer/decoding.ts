@@ -119,8 +119,8 @@ export class Decoding {
   }
 }
 
-/** Runs new tokens through the model and returns the logits of the last one. */
-function lastLogits(model: CausalLM, ids: Int32Array, cache: KVCache): Float32Array {
+/** Runs new tokens through the model and returns the logits of the last one: the only row decoding needs. */
+export function lastLogits(model: CausalLM, ids: Int32Array, cache: KVCache): Float32Array {
   const h = model.hidden({ ids, batch: 1, length: ids.length, cache });
   const c = model.config.hiddenSize;
   const last = new Tensor(h.data.subarray((ids.length - 1) * c, ids.length * c), [1, c]);
