@@ -1,5 +1,5 @@
-export { Tensor, noGrad, isGradEnabled, sizeOf } from './tensor.js';
-export type { GradNode, GradSink } from './tensor.js';
+export { Tensor, noGrad, isGradEnabled, needsGrad, sizeOf } from './tensor.js';
+export type { AutogradMeta, GradNode, GradSink } from './tensor.js';
 export { matmul, linear } from './ops/matmul.js';
 export type { MatmulOptions } from './ops/matmul.js';
 export { add, mul, sub, scale, silu, swiglu } from './ops/elementwise.js';

@@ -2,13 +2,14 @@
  * A float32 tensor: a contiguous row-major buffer and its shape. Views (`reshape`) share the
  * buffer. When `requiresGrad` is set, ops record how they were made so `backward()` can
  * propagate gradients; leaves accumulate theirs in `grad`.
+ *
+ * The graph never points at a Tensor: its nodes link `autograd` identities, and each backward
+ * rule keeps only the buffers it needs. An intermediate whose values no rule saved is freed as
+ * soon as the code that made it lets go of it.
  */
 export class Tensor {
-  /** Gradient of a leaf, summed over every `backward()` since it was last cleared. */
-  grad: Tensor | null = null;
-  /** How this tensor was computed, when it needs a gradient and is not a leaf. */
-  node: GradNode | null = null;
-  requiresGrad: boolean;
+  /** This tensor's place in the autograd graph, apart from its values. */
+  readonly autograd: AutogradMeta;
 
   constructor(
     public data: Float32Array,
@@ -17,7 +18,7 @@ export class Tensor {
   ) {
     const n = sizeOf(shape);
     if (data.length !== n) throw new Error(`Tensor: data has ${data.length} values, shape [${shape.join(', ')}] needs ${n}`);
-    this.requiresGrad = requiresGrad;
+    this.autograd = new AutogradMeta(shape, requiresGrad);
   }
 
   static zeros(shape: readonly number[], requiresGrad = false): Tensor {
@@ -30,6 +31,28 @@ export class Tensor {
 
   static scalar(value: number): Tensor {
     return new Tensor(Float32Array.of(value), []);
+  }
+
+  get requiresGrad(): boolean {
+    return this.autograd.requiresGrad;
+  }
+
+  set requiresGrad(on: boolean) {
+    this.autograd.requiresGrad = on;
+  }
+
+  /** Gradient of a leaf, summed over every `backward()` since it was last cleared. */
+  get grad(): Tensor | null {
+    return this.autograd.grad;
+  }
+
+  set grad(g: Tensor | null) {
+    this.autograd.grad = g;
+  }
+
+  /** How this tensor was computed, when it needs a gradient and is not a leaf. */
+  get node(): GradNode | null {
+    return this.autograd.node;
   }
 
   get size(): number {
@@ -62,12 +85,7 @@ export class Tensor {
 
   /** Adds `grad` (same size) into this leaf's gradient. */
   accumulateGrad(grad: Float32Array): void {
-    if (!this.grad) {
-      this.grad = new Tensor(grad.slice(), this.shape);
-      return;
-    }
-    const g = this.grad.data;
-    for (let i = 0; i < g.length; i++) g[i] += grad[i];
+    this.autograd.accumulateGrad(grad);
   }
 
   zeroGrad(): void {
@@ -76,11 +94,41 @@ export class Tensor {
 
   /** Reverse-mode differentiation from this scalar (or with an explicit output gradient). */
   backward(outputGrad?: Float32Array): void {
-    runBackward(this, outputGrad);
+    runBackward(this.autograd, outputGrad);
   }
 
   toString(): string {
     return `Tensor([${this.shape.join(', ')}])`;
+  }
+}
+
+/**
+ * A tensor's autograd identity (PyTorch's AutogradMeta): whether it needs a gradient, the node
+ * that made it (null for a leaf) and a leaf's accumulated gradient, but not its values. Graph
+ * nodes and gradient sinks refer to tensors through these, so holding one keeps no buffer alive.
+ */
+export class AutogradMeta {
+  requiresGrad: boolean;
+  node: GradNode | null = null;
+  /** A leaf's gradient; see `Tensor.grad`. */
+  grad: Tensor | null = null;
+  readonly size: number;
+
+  constructor(
+    readonly shape: readonly number[],
+    requiresGrad: boolean,
+  ) {
+    this.size = sizeOf(shape);
+    this.requiresGrad = requiresGrad;
+  }
+
+  accumulateGrad(grad: Float32Array): void {
+    if (!this.grad) {
+      this.grad = new Tensor(grad.slice(), this.shape);
+      return;
+    }
+    const g = this.grad.data;
+    for (let i = 0; i < g.length; i++) g[i] += grad[i];
   }
 }
 
@@ -91,17 +139,22 @@ export function sizeOf(shape: readonly number[]): number {
 }
 
 /**
- * Receives an op's input gradients. `acc(t)` hands out the buffer to add into, or null when `t`
- * needs no gradient, so backward kernels can skip work nobody will read.
+ * Receives an op's input gradients. `acc(input)` hands out the buffer to add into, or null when
+ * the input needs no gradient (or did not need one when the op ran), so backward kernels can
+ * skip work nobody will read. Backward closures pass the input's `autograd`: a closure that
+ * mentions the Tensor itself keeps its buffer alive until backward.
  */
 export interface GradSink {
-  acc(t: Tensor): Float32Array | null;
+  acc(input: AutogradMeta | Tensor): Float32Array | null;
 }
 
-/** One recorded op: its inputs and the rule that turns the output gradient into theirs. */
+/**
+ * One recorded op: the identities of its inputs that needed a gradient when it ran, and the rule
+ * that turns the output gradient into theirs (holding only what that rule needs).
+ */
 export interface GradNode {
   readonly op: string;
-  readonly inputs: readonly Tensor[];
+  readonly inputs: readonly AutogradMeta[];
   backward(outputGrad: Float32Array, sink: GradSink): void;
 }
 
@@ -120,6 +173,25 @@ export function isGradEnabled(): boolean {
   return gradEnabled;
 }
 
+/**
+ * Whether an op run now with these inputs will be recorded with a gradient for any of them: what
+ * its forward asks before keeping a value for backward.
+ */
+export function needsGrad(...inputs: Tensor[]): boolean {
+  if (!gradEnabled) return false;
+  for (const t of inputs) if (t.requiresGrad) return true;
+  return false;
+}
+
+/**
+ * A value a backward rule kept in its forward. Null means the rule was asked for a gradient it
+ * did not prepare for, which `GradSink` rules out; this turns such a bug into an error.
+ */
+export function saved<T>(value: T | null, what: string): T {
+  if (value === null) throw new Error(`backward(): ${what} was not kept by the forward pass`);
+  return value;
+}
+
 /** Runs `fn` without recording a graph (inference, reference log-probabilities, optimizer steps). */
 export function noGrad<T>(fn: () => T): T {
   const before = gradEnabled;
@@ -133,7 +205,8 @@ export function noGrad<T>(fn: () => T): T {
 
 /**
  * Wraps an op's forward result: if grad is on and an input needs a gradient, the result joins the
- * graph with `backward` as its rule.
+ * graph with `backward` as its rule. The node keeps the inputs' identities, not the inputs, so
+ * `backward` must capture the buffers it needs (and `x.autograd` for `sink.acc`), never `x`.
  */
 export function record(
   out: Tensor,
@@ -142,25 +215,28 @@ export function record(
   backward: (outputGrad: Float32Array, sink: GradSink) => void,
 ): Tensor {
   if (!gradEnabled) return out;
-  let needed = false;
-  for (const t of inputs) if (t.requiresGrad) needed = true;
-  if (!needed) return out;
-  out.requiresGrad = true;
-  out.node = { op, inputs, backward };
+  const edges: AutogradMeta[] = [];
+  for (const t of inputs) if (t.requiresGrad) edges.push(t.autograd);
+  if (!edges.length) return out;
+  out.autograd.requiresGrad = true;
+  out.autograd.node = { op, inputs: edges, backward };
   return out;
 }
 
-function runBackward(root: Tensor, outputGrad?: Float32Array): void {
+function runBackward(root: AutogradMeta, outputGrad?: Float32Array): void {
   if (!root.requiresGrad) throw new Error('backward(): tensor does not require a gradient');
   if (!outputGrad && root.size !== 1) {
     throw new Error(`backward(): output has ${root.size} values; pass its gradient explicitly`);
   }
   const order = topologicalOrder(root);
-  const grads = new Map<Tensor, Float32Array>();
+  const grads = new Map<AutogradMeta, Float32Array>();
   grads.set(root, outputGrad ? outputGrad.slice() : Float32Array.of(1));
+  // The node being run: it gets buffers only for its own recorded inputs, as recorded.
+  let running: GradNode = USED_NODE;
   const sink: GradSink = {
-    acc(t: Tensor): Float32Array | null {
-      if (!t.requiresGrad) return null;
+    acc(input: AutogradMeta | Tensor): Float32Array | null {
+      const t = input instanceof Tensor ? input.autograd : input;
+      if (!t.requiresGrad || !running.inputs.includes(t)) return null;
       let g = grads.get(t);
       if (!g) {
         g = new Float32Array(t.size);
@@ -175,7 +251,12 @@ function runBackward(root: Tensor, outputGrad?: Float32Array): void {
     if (!g) continue;
     grads.delete(t);
     if (t.node) {
-      t.node.backward(g, sink);
+      running = t.node;
+      try {
+        t.node.backward(g, sink);
+      } finally {
+        running = USED_NODE;
+      }
       // The graph is used once, as in PyTorch: dropping it frees the saved activations.
       t.node = USED_NODE;
     } else {
@@ -184,11 +265,11 @@ function runBackward(root: Tensor, outputGrad?: Float32Array): void {
   }
 }
 
-/** Tensors reachable from `root`, each after all of its inputs. */
-function topologicalOrder(root: Tensor): Tensor[] {
-  const order: Tensor[] = [];
-  const seen = new Set<Tensor>();
-  const stack: Array<[Tensor, number]> = [[root, 0]];
+/** Identities reachable from `root`, each after all of its inputs. */
+function topologicalOrder(root: AutogradMeta): AutogradMeta[] {
+  const order: AutogradMeta[] = [];
+  const seen = new Set<AutogradMeta>();
+  const stack: Array<[AutogradMeta, number]> = [[root, 0]];
   seen.add(root);
   while (stack.length) {
     const top = stack[stack.length - 1];

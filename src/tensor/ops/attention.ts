@@ -1,7 +1,7 @@
 import type { AttentionShape } from '../../backend/kernels/attention.js';
 import { attentionBackward, attentionForward } from '../../backend/kernels/attention.js';
 import { backend } from '../../backend/select.js';
-import { Tensor, isGradEnabled, record } from '../tensor.js';
+import { Tensor, needsGrad, record, saved } from '../tensor.js';
 
 export interface AttentionOptions {
   /** Each query sees only keys at or before its own position. Default true. */
@@ -27,11 +27,13 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     queryOffset: S - T, causal: opts.causal ?? true, keyMask: opts.keyMask ?? null, segments: opts.segments ?? null,
   };
   const out = Tensor.zeros(q.shape);
-  const keep = isGradEnabled() && (q.requiresGrad || k.requiresGrad || v.requiresGrad);
+  // Backward keeps q, k, v and the probabilities [B, H, T, S].
+  const keep = needsGrad(q, k, v);
   const probs = keep ? new Float32Array(B * H * T * S) : null;
   const be = backend();
   attentionForward(be, shape, q.data, k.data, v.data, out.data, probs);
+  const [qData, kData, vData, qg, kg, vg] = [q.data, k.data, v.data, q.autograd, k.autograd, v.autograd];
   return record(out, 'attention', [q, k, v], (g, sink) => {
-    attentionBackward(be, shape, q.data, k.data, v.data, probs as Float32Array, g, sink.acc(q), sink.acc(k), sink.acc(v));
+    attentionBackward(be, shape, qData, kData, vData, saved(probs, 'attention probabilities'), g, sink.acc(qg), sink.acc(kg), sink.acc(vg));
   });
 }

@@ -6,8 +6,9 @@ export function clamp(x: Tensor, lo: number, hi: number): Tensor {
   if (!(lo <= hi)) throw new Error(`clamp: lower bound ${lo} is above upper bound ${hi}`);
   const out = Tensor.zeros(x.shape);
   clampForward(x.data, lo, hi, out.data);
+  const [xData, xg] = [x.data, x.autograd];
   return record(out, 'clamp', [x], (g, sink) => {
-    const gx = sink.acc(x);
-    if (gx) clampBackward(x.data, lo, hi, g, gx);
+    const gx = sink.acc(xg);
+    if (gx) clampBackward(xData, lo, hi, g, gx);
   });
 }

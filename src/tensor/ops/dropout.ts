@@ -10,8 +10,9 @@ export function dropout(x: Tensor, p: number, rng: Rng): Tensor {
   for (let i = 0; i < mask.length; i++) mask[i] = rng.uniform() < p ? 0 : keep;
   const out = Tensor.zeros(x.shape);
   for (let i = 0; i < mask.length; i++) out.data[i] = x.data[i] * mask[i];
+  const xg = x.autograd;
   return record(out, 'dropout', [x], (g, sink) => {
-    const gx = sink.acc(x);
+    const gx = sink.acc(xg);
     if (gx) for (let i = 0; i < g.length; i++) gx[i] += g[i] * mask[i];
   });
 }

@@ -1,18 +1,20 @@
 import { broadcastShape } from '../../backend/kernels/broadcast.js';
 import { addForward, mulBackward, mulForward, reduceToShape, scaleInto, axpy } from '../../backend/kernels/elementwise.js';
 import { siluBackward, siluForward, swigluBackward, swigluForward } from '../../backend/kernels/activation.js';
-import { Tensor, record } from '../tensor.js';
+import { Tensor, needsGrad, record, saved } from '../tensor.js';
 
 /** a + b with broadcasting. */
 export function add(a: Tensor, b: Tensor): Tensor {
   const shape = broadcastShape(a.shape, b.shape);
   const out = Tensor.zeros(shape);
   addForward(a.data, a.shape, b.data, b.shape, out.data, shape);
+  // Backward needs the shapes only.
+  const [ag, bg] = [a.autograd, b.autograd];
   return record(out, 'add', [a, b], (g, sink) => {
-    const ga = sink.acc(a);
-    const gb = sink.acc(b);
-    if (ga) reduceToShape(g, shape, ga, a.shape);
-    if (gb) reduceToShape(g, shape, gb, b.shape);
+    const ga = sink.acc(ag);
+    const gb = sink.acc(bg);
+    if (ga) reduceToShape(g, shape, ga, ag.shape);
+    if (gb) reduceToShape(g, shape, gb, bg.shape);
   });
 }
 
@@ -21,11 +23,15 @@ export function mul(a: Tensor, b: Tensor): Tensor {
   const shape = broadcastShape(a.shape, b.shape);
   const out = Tensor.zeros(shape);
   mulForward(a.data, a.shape, b.data, b.shape, out.data, shape);
+  // da needs b and db needs a: each is kept only if the other trains.
+  const aData = needsGrad(b) ? a.data : null;
+  const bData = needsGrad(a) ? b.data : null;
+  const [ag, bg] = [a.autograd, b.autograd];
   return record(out, 'mul', [a, b], (g, sink) => {
-    const ga = sink.acc(a);
-    const gb = sink.acc(b);
-    if (ga) mulBackward(g, shape, b.data, b.shape, ga, a.shape);
-    if (gb) mulBackward(g, shape, a.data, a.shape, gb, b.shape);
+    const ga = sink.acc(ag);
+    const gb = sink.acc(bg);
+    if (ga) mulBackward(g, shape, saved(bData, 'mul b'), bg.shape, ga, ag.shape);
+    if (gb) mulBackward(g, shape, saved(aData, 'mul a'), ag.shape, gb, bg.shape);
   });
 }
 
@@ -33,8 +39,9 @@ export function mul(a: Tensor, b: Tensor): Tensor {
 export function scale(x: Tensor, s: number): Tensor {
   const out = Tensor.zeros(x.shape);
   scaleInto(x.data, s, out.data);
+  const xg = x.autograd;
   return record(out, 'scale', [x], (g, sink) => {
-    const gx = sink.acc(x);
+    const gx = sink.acc(xg);
     if (gx) axpy(s, g, gx);
   });
 }
@@ -47,9 +54,10 @@ export function sub(a: Tensor, b: Tensor): Tensor {
 export function silu(x: Tensor): Tensor {
   const out = Tensor.zeros(x.shape);
   siluForward(x.data, out.data);
+  const [xData, xg] = [x.data, x.autograd];
   return record(out, 'silu', [x], (g, sink) => {
-    const gx = sink.acc(x);
-    if (gx) siluBackward(x.data, g, gx);
+    const gx = sink.acc(xg);
+    if (gx) siluBackward(xData, g, gx);
   });
 }
 
@@ -58,7 +66,9 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
   if (gate.size !== up.size) throw new Error(`swiglu: ${gate} and ${up} differ in size`);
   const out = Tensor.zeros(gate.shape);
   swigluForward(gate.data, up.data, out.data);
+  // Backward keeps gate and up (not the output, which the next layer may drop).
+  const [gateData, upData, gateG, upG] = [gate.data, up.data, gate.autograd, up.autograd];
   return record(out, 'swiglu', [gate, up], (g, sink) => {
-    swigluBackward(gate.data, up.data, g, sink.acc(gate), sink.acc(up));
+    swigluBackward(gateData, upData, g, sink.acc(gateG), sink.acc(upG));
   });
 }

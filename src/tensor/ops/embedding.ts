@@ -6,8 +6,9 @@ export function embedding(weight: Tensor, ids: Int32Array, idsShape: readonly nu
   const c = weight.lastDim;
   const out = Tensor.zeros([...idsShape, c]);
   gatherRows(weight.data, c, ids, out.data);
+  const wg = weight.autograd;
   return record(out, 'embedding', [weight], (g, sink) => {
-    const gw = sink.acc(weight);
+    const gw = sink.acc(wg);
     if (gw) scatterAddRows(g, c, ids, gw);
   });
 }

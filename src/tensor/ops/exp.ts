@@ -5,8 +5,10 @@ import { Tensor, record } from '../tensor.js';
 export function exp(x: Tensor): Tensor {
   const out = Tensor.zeros(x.shape);
   expForward(x.data, out.data);
+  // d eˣ = eˣ: backward keeps the output, not x.
+  const [y, xg] = [out.data, x.autograd];
   return record(out, 'exp', [x], (g, sink) => {
-    const gx = sink.acc(x);
-    if (gx) expBackward(out.data, g, gx);
+    const gx = sink.acc(xg);
+    if (gx) expBackward(y, g, gx);
   });
 }

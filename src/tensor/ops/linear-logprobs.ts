@@ -1,6 +1,6 @@
 import { linearLogprobsBackward, linearLogprobsForward } from '../../backend/kernels/linear-logprobs.js';
 import { backend } from '../../backend/select.js';
-import { Tensor, isGradEnabled, record } from '../tensor.js';
+import { Tensor, needsGrad, record, saved } from '../tensor.js';
 
 /**
  * log p(target) per row of h ([N, C]) under the output layer W ([V, C]): the same as
@@ -18,21 +18,26 @@ export function linearTokenLogprobs(h: Tensor, weight: Tensor, targets: Int32Arr
   }
   const be = backend();
   const out = Tensor.zeros(h.shape.slice(0, -1));
-  const wantH = isGradEnabled() && h.requiresGrad;
   // Each row's gradient direction is known now; backward only scales it by the upstream gradient.
-  const dh = wantH ? new Float32Array(h.size) : null;
+  const dh = needsGrad(h) ? new Float32Array(h.size) : null;
   linearLogprobsForward(be, h.data, weight.data, rows, hidden, vocab, targets, out.data, dh);
+  // W's gradient recomputes the logits, so h and W are kept only when W trains.
+  const trainW = needsGrad(weight);
+  const hData = trainW ? h.data : null;
+  const wData = trainW ? weight.data : null;
+  const [hg, wg] = [h.autograd, weight.autograd];
   return record(out, 'linear_token_logprobs', [h, weight], (g, sink) => {
-    const gh = sink.acc(h);
-    const gw = sink.acc(weight);
-    if (gh && dh) {
+    const gh = sink.acc(hg);
+    const gw = sink.acc(wg);
+    if (gh) {
+      const d = saved(dh, 'linearTokenLogprobs dh');
       for (let r = 0; r < rows; r++) {
         const s = g[r];
         if (s === 0) continue;
         const o = r * hidden;
-        for (let j = 0; j < hidden; j++) gh[o + j] += s * dh[o + j];
+        for (let j = 0; j < hidden; j++) gh[o + j] += s * d[o + j];
       }
     }
-    if (gw) linearLogprobsBackward(be, h.data, weight.data, rows, hidden, vocab, targets, g, gw, gh && !dh ? gh : null);
+    if (gw) linearLogprobsBackward(be, saved(hData, 'linearTokenLogprobs h'), saved(wData, 'linearTokenLogprobs W'), rows, hidden, vocab, targets, g, gw, null);
   });
 }

@@ -5,8 +5,9 @@ import { Tensor, record } from '../tensor.js';
 export function logSigmoid(x: Tensor): Tensor {
   const out = Tensor.zeros(x.shape);
   logSigmoidForward(x.data, out.data);
+  const [xData, xg] = [x.data, x.autograd];
   return record(out, 'log_sigmoid', [x], (g, sink) => {
-    const gx = sink.acc(x);
-    if (gx) logSigmoidBackward(x.data, g, gx);
+    const gx = sink.acc(xg);
+    if (gx) logSigmoidBackward(xData, g, gx);
   });
 }

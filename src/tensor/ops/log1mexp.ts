@@ -5,8 +5,9 @@ import { Tensor, record } from '../tensor.js';
 export function log1mexp(x: Tensor): Tensor {
   const out = Tensor.zeros(x.shape);
   log1mexpForward(x.data, out.data);
+  const [xData, xg] = [x.data, x.autograd];
   return record(out, 'log1mexp', [x], (g, sink) => {
-    const gx = sink.acc(x);
-    if (gx) log1mexpBackward(x.data, g, gx);
+    const gx = sink.acc(xg);
+    if (gx) log1mexpBackward(xData, g, gx);
   });
 }

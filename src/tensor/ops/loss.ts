@@ -18,9 +18,10 @@ export function tokenLogprobs(logits: Tensor, targets: Int32Array): Tensor {
   rowLogSumExp(logits.data, v, lse);
   const out = Tensor.zeros(logits.shape.slice(0, -1));
   targetLogprobs(logits.data, v, targets, lse, out.data);
+  const [x, xg] = [logits.data, logits.autograd];
   return record(out, 'token_logprobs', [logits], (g, sink) => {
-    const gl = sink.acc(logits);
-    if (gl) targetLogprobsBackward(logits.data, v, targets, lse, g, gl);
+    const gl = sink.acc(xg);
+    if (gl) targetLogprobsBackward(x, v, targets, lse, g, gl);
   });
 }
 
@@ -36,8 +37,9 @@ export function crossEntropy(logits: Tensor, labels: Int32Array, ignoreIndex = I
   let s = 0;
   for (let i = 0; i < lp.size; i++) s += lp.data[i];
   const out = Tensor.scalar(count ? -s / count : 0);
+  const lpg = lp.autograd;
   return record(out, 'cross_entropy', [lp], (g, sink) => {
-    const gl = sink.acc(lp);
+    const gl = sink.acc(lpg);
     if (!gl || !count) return;
     const v = -g[0] / count;
     for (let i = 0; i < gl.length; i++) if (targets[i] >= 0) gl[i] += v;

@@ -1,5 +1,6 @@
 import { backend } from '../../backend/select.js';
-import { Tensor, record } from '../tensor.js';
+import { Tensor, needsGrad, record, saved } from '../tensor.js';
+import type { AutogradMeta } from '../tensor.js';
 import { add } from './elementwise.js';
 
 export interface MatmulOptions {
@@ -25,11 +26,12 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const outShape = transA ? [m, n] : [...a.shape.slice(0, -1), n];
   const out = Tensor.zeros(outShape);
   gemm2d(a.data, b.data, out.data, m, n, kA, transA, transB, 0);
+  const { aData, bData, ag, bg } = keepForBackward(a, b);
   return record(out, 'matmul', [a, b], (g, sink) => {
-    const ga = sink.acc(a);
-    const gb = sink.acc(b);
-    if (ga) gradA(g, b.data, ga, m, n, kA, transA, transB);
-    if (gb) gradB(g, a.data, gb, m, n, kA, transA, transB);
+    const ga = sink.acc(ag);
+    const gb = sink.acc(bg);
+    if (ga) gradA(g, saved(bData, 'matmul B'), ga, m, n, kA, transA, transB);
+    if (gb) gradB(g, saved(aData, 'matmul A'), gb, m, n, kA, transA, transB);
   });
 }
 
@@ -46,15 +48,25 @@ function batchedMatmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
   for (let i = 0; i < batch; i++) {
     gemm2d(a.data.subarray(i * sa), b.data.subarray(i * sb), out.data.subarray(i * sc), m, n, kA, transA, transB, 0);
   }
+  const { aData, bData, ag, bg } = keepForBackward(a, b);
   return record(out, 'matmul', [a, b], (g, sink) => {
-    const ga = sink.acc(a);
-    const gb = sink.acc(b);
+    const ga = sink.acc(ag);
+    const gb = sink.acc(bg);
     for (let i = 0; i < batch; i++) {
       const gi = g.subarray(i * sc);
-      if (ga) gradA(gi, b.data.subarray(i * sb), ga.subarray(i * sa), m, n, kA, transA, transB);
-      if (gb) gradB(gi, a.data.subarray(i * sa), gb.subarray(i * sb), m, n, kA, transA, transB);
+      if (ga) gradA(gi, saved(bData, 'matmul B').subarray(i * sb), ga.subarray(i * sa), m, n, kA, transA, transB);
+      if (gb) gradB(gi, saved(aData, 'matmul A').subarray(i * sa), gb.subarray(i * sb), m, n, kA, transA, transB);
     }
   });
+}
+
+/**
+ * What matmul's backward keeps: dA needs B and dB needs A, so A's values stay only if B trains
+ * and B's only if A does. The input of a frozen linear layer is not kept: its backward needs
+ * just the weight.
+ */
+function keepForBackward(a: Tensor, b: Tensor): { aData: Float32Array | null; bData: Float32Array | null; ag: AutogradMeta; bg: AutogradMeta } {
+  return { aData: needsGrad(b) ? a.data : null, bData: needsGrad(a) ? b.data : null, ag: a.autograd, bg: b.autograd };
 }
 
 function gemm2d(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean, beta: number): void {

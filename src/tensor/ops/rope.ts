@@ -16,8 +16,9 @@ export function rope(x: Tensor, positions: Int32Array, tables: RopeTables): Tens
   tables.ensure(maxPos + 1);
   const out = Tensor.zeros(x.shape);
   ropeApply(x.data, heads, headDim, positions, tables, out.data, 1);
+  const xg = x.autograd;
   return record(out, 'rope', [x], (g, sink) => {
-    const gx = sink.acc(x);
+    const gx = sink.acc(xg);
     // A rotation's transpose is the opposite rotation.
     if (gx) ropeApply(g, heads, headDim, positions, tables, gx, -1, true);
   });

@@ -12,8 +12,9 @@ export function segmentSum(x: Tensor, segments: Int32Array, count: number): Tens
   }
   const out = Tensor.zeros([count]);
   segmentSumForward(x.data, segments, out.data);
+  const xg = x.autograd;
   return record(out, 'segment_sum', [x], (g, sink) => {
-    const gx = sink.acc(x);
+    const gx = sink.acc(xg);
     if (gx) segmentSumBackward(segments, g, gx);
   });
 }

@@ -6,8 +6,9 @@ export function selectRows(x: Tensor, rows: Int32Array): Tensor {
   const c = x.lastDim;
   const out = Tensor.zeros([rows.length, c]);
   gatherRows(x.data, c, rows, out.data);
+  const xg = x.autograd;
   return record(out, 'select_rows', [x], (g, sink) => {
-    const gx = sink.acc(x);
+    const gx = sink.acc(xg);
     if (gx) scatterAddRows(g, c, rows, gx);
   });
 }

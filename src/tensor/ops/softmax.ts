@@ -6,8 +6,10 @@ export function softmax(x: Tensor): Tensor {
   const n = x.lastDim;
   const out = Tensor.zeros(x.shape);
   softmaxForward(x.data, n, out.data);
+  // Backward keeps the output, not x.
+  const [y, xg] = [out.data, x.autograd];
   return record(out, 'softmax', [x], (g, sink) => {
-    const gx = sink.acc(x);
-    if (gx) softmaxBackward(out.data, g, n, gx);
+    const gx = sink.acc(xg);
+    if (gx) softmaxBackward(y, g, n, gx);
   });
 }
