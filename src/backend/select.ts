@@ -1,3 +1,4 @@
+import { UserError } from '../errors.js';
 import type { Backend } from './backend.js';
 import { BlasBackend } from './blas.js';
 import { JsBackend } from './js.js';
@@ -10,7 +11,7 @@ let current: Backend | null = null;
 export function openBackend(name: BackendName): Backend {
   if (name === 'js') return new JsBackend();
   const blas = BlasBackend.open();
-  if ('error' in blas) throw new Error(`TUNEKIT_BACKEND=blas: ${blas.error}`);
+  if ('error' in blas) throw new UserError(`TUNEKIT_BACKEND=blas: ${blas.error}`);
   return blas;
 }
 
@@ -23,7 +24,7 @@ export function backend(): Backend {
   const forced = process.env.TUNEKIT_BACKEND;
   if (forced !== undefined && forced !== '') {
     if (forced !== 'js' && forced !== 'blas') {
-      throw new Error(`TUNEKIT_BACKEND=${forced} is not a backend; expected js or blas`);
+      throw new UserError(`TUNEKIT_BACKEND=${forced} is not a backend; expected js or blas`);
     }
     current = openBackend(forced);
     return current;

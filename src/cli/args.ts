@@ -14,9 +14,10 @@ export function parseFlags<O extends Options>(
   options: O,
 ): ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true }>> {
   try {
-    return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    return parseArgs({ args: negativeValuesJoined(argv, options), options, allowPositionals: true, strict: true });
   } catch (e) {
-    const message = (e as Error).message;
+    // parseArgs explains some mistakes over several lines; the CLI prints one.
+    const message = (e as Error).message.split('\n').join(' ');
     const unknown = /Unknown option '(--?[^']+)'/.exec(message)?.[1];
     if (unknown) {
       const hint = closest(unknown.replace(/^-+/, ''), Object.keys(options));
@@ -24,6 +25,26 @@ export function parseFlags<O extends Options>(
     }
     throw new UserError(`${command}: ${message}`);
   }
+}
+
+/**
+ * `--temperature -1` as `--temperature=-1`: parseArgs takes a value that starts with a dash for
+ * an option, so a negative number would fail as "ambiguous" instead of reaching the range check.
+ */
+function negativeValuesJoined(argv: string[], options: Options): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--') return [...out, ...argv.slice(i)];
+    const next = argv[i + 1];
+    if (arg.startsWith('--') && !arg.includes('=') && options[arg.slice(2)]?.type === 'string' && next !== undefined && /^-(\d|\.\d)/.test(next)) {
+      out.push(`${arg}=${next}`);
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
 }
 
 export function requireFlag<T>(command: string, value: T | undefined, flag: string): T {
