@@ -18,12 +18,12 @@ import { FileFormatError, UserError } from '../src/errors.js';
 import { bf16ToF32, f16ToF32, f32ToBf16 } from '../src/io/dtype.js';
 import { exportGguf, exportLoraGguf, ggufTensorName, permuteRows } from '../src/io/gguf-export.js';
 import { GgmlType, dequantizeQ8_0, quantizeQ8_0 } from '../src/io/gguf-writer.js';
-import { initModel } from '../src/io/init-model.js';
-import { loadModel, readJsonFile, saveModel } from '../src/io/model-folder.js';
+import { loadModel, readJsonFile } from '../src/io/model-folder.js';
 import { saveAdapter } from '../src/io/peft-adapter.js';
 import type { CausalLM } from '../src/models/decoder.js';
 import { applyLora, loraLayers } from '../src/nn/apply-lora.js';
 import { Rng } from '../src/tensor/random.js';
+import { writeRandomModel } from './helpers/adapter-fixtures.js';
 
 let tmp: string;
 before(() => {
@@ -34,19 +34,7 @@ after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 /** A tiny preset with weights large enough that every tensor matters (random norms and biases too). */
 function makeModel(preset: string, seed = 1): { dir: string; model: CausalLM } {
   const dir = path.join(tmp, `${preset}-${seed}`);
-  if (!fs.existsSync(dir)) {
-    initModel({ preset, out: dir, seed });
-    const m = loadModel(dir);
-    const rng = new Rng(seed + 100);
-    for (const [name, t] of m.namedParameters()) {
-      if (name.endsWith('norm.weight')) {
-        rng.fillNormal(t.data, 0.1);
-        for (let i = 0; i < t.data.length; i++) t.data[i] += 1;
-      } else if (name.endsWith('.bias')) rng.fillNormal(t.data, 0.1);
-      else rng.fillNormal(t.data, name.includes('embed') ? 0.05 : 0.2);
-    }
-    saveModel(m, dir);
-  }
+  if (!fs.existsSync(dir)) writeRandomModel(dir, preset, seed);
   return { dir, model: loadModel(dir) };
 }
 

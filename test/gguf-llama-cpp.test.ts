@@ -29,13 +29,14 @@ import { generate } from '../src/infer/generate.js';
 import { exportGguf, exportLoraGguf } from '../src/io/gguf-export.js';
 import type { GgufDtype } from '../src/io/gguf-export.js';
 import { initModel } from '../src/io/init-model.js';
-import { loadModel, saveModel } from '../src/io/model-folder.js';
+import { loadModel } from '../src/io/model-folder.js';
 import { loadAdapter, saveAdapter } from '../src/io/peft-adapter.js';
 import type { CausalLM } from '../src/models/decoder.js';
 import { applyLora, loraLayers, mergeAndUnload } from '../src/nn/apply-lora.js';
 import { Rng } from '../src/tensor/random.js';
 import { noGrad } from '../src/tensor/tensor.js';
 import { Tokenizer } from '../src/text/tokenizer.js';
+import { writeRandomModel } from './helpers/adapter-fixtures.js';
 
 const PROMPT = '<|im_start|>user\nHello world, 你好! 12345 tokens\n\n  spaces<|im_end|>\n<|im_start|>assistant\n';
 const TEXTS = [PROMPT, 'The quick brown fox 🦊 jumps; 3.14159 über café', '  leading spaces\tand\ttabs\r\nline\n\n\nend   '];
@@ -56,18 +57,7 @@ after(async () => {
 
 function makeModel(preset: string): string {
   const dir = path.join(tmp, preset);
-  if (fs.existsSync(dir)) return dir;
-  initModel({ preset, out: dir, seed: 1 });
-  const m = loadModel(dir);
-  const rng = new Rng(101);
-  for (const [name, t] of m.namedParameters()) {
-    if (name.endsWith('norm.weight')) {
-      rng.fillNormal(t.data, 0.1);
-      for (let i = 0; i < t.data.length; i++) t.data[i] += 1;
-    } else if (name.endsWith('.bias')) rng.fillNormal(t.data, 0.1);
-    else rng.fillNormal(t.data, name.includes('embed') ? 0.05 : 0.2);
-  }
-  saveModel(m, dir);
+  if (!fs.existsSync(dir)) writeRandomModel(dir, preset);
   return dir;
 }
 

@@ -37,7 +37,7 @@ export function loadConversations(specs: readonly DatasetSpec[], options: LoadOp
       throw new UserError(`dataset "${spec.name}" is plain text, for pre-training (stage pt); fine-tuning needs instruction/output rows or conversations`);
     }
   }
-  return load(specs, options, toConversation);
+  return loadRows(specs, options, toConversation);
 }
 
 /** Preference pairs (datasets with `ranking: true`) for reward modelling and DPO. */
@@ -47,7 +47,7 @@ export function loadPreferencePairs(specs: readonly DatasetSpec[], options: Load
       throw new UserError(`dataset "${spec.name}" is not preference data; set "ranking": true in dataset_info.json for chosen/rejected rows`);
     }
   }
-  return load(specs, options, toPreferencePair);
+  return loadRows(specs, options, toPreferencePair);
 }
 
 /** Documents for continued pre-training. */
@@ -57,13 +57,19 @@ export function loadTextDocuments(specs: readonly DatasetSpec[], options: LoadOp
       throw new UserError(`dataset "${spec.name}" holds conversations; pre-training reads plain text (.txt, {"text": …} rows or alpaca rows)`);
     }
   }
-  return load(specs, options, toTextDocument);
+  return loadRows(specs, options, toTextDocument);
 }
 
-function load<T>(
+/**
+ * Every row of `specs` (a `num_samples` subset where set) through `convert`; rows it rejects
+ * with an InvalidRow are listed in a UserError, or dropped and counted with `skipInvalid`.
+ * `what` names the items in the error when none are left.
+ */
+export function loadRows<T>(
   specs: readonly DatasetSpec[],
   options: LoadOptions,
   convert: (record: RawRecord, spec: DatasetSpec) => T,
+  what = 'examples',
 ): LoadResult<T> {
   const problems = new ProblemLog();
   const items: T[] = [];
@@ -84,7 +90,7 @@ function load<T>(
   if (items.length === 0) {
     const names = specs.map((s) => s.name).join(', ');
     const why = problems.count > 0 ? `; every row was invalid, e.g. ${problems.first[0]}` : '';
-    throw new UserError(`no examples in ${names}${why}`);
+    throw new UserError(`no ${what} in ${names}${why}`);
   }
   return { items, total, skipped: problems.count, problems: problems.first };
 }

@@ -9,10 +9,11 @@
  * tunekit keeps the defaults of the columns nothing can be trained without (`response`,
  * `messages`, `chosen`, `rejected`).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { extname, join } from 'node:path';
 
 import { FileFormatError, UserError } from '../errors.js';
+import { readJsonFile } from '../json-file.js';
 import { listDataFiles, peekFirstRecord } from './files.js';
 
 /** `openai` is sharegpt with OpenAI's keys (`messages` of `{role, content}`); `text` is pre-training text. */
@@ -132,16 +133,7 @@ export function resolveDatasets(
 
 /** Parses a dataset_info.json file: an object of entries. */
 export function readDatasetInfo(path: string): Record<string, unknown> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (err) {
-    throw new FileFormatError(path, `not valid JSON (${(err as Error).message})`);
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    throw new FileFormatError(path, 'expected an object of dataset entries ({"name": {"file_name": …}, …})');
-  }
-  return parsed as Record<string, unknown>;
+  return readJsonFile(path, 'expected an object of dataset entries ({"name": {"file_name": …}, …})');
 }
 
 /** One dataset_info.json entry as a spec; mistakes name the file and the entry. */

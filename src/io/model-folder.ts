@@ -1,11 +1,14 @@
 import fs from 'node:fs';
 import { join } from 'node:path';
 import { FileFormatError, UserError } from '../errors.js';
+import { readJsonFile } from '../json-file.js';
 import { parseDecoderConfig } from '../models/config.js';
 import type { DecoderConfig } from '../models/config.js';
 import { CausalLM } from '../models/decoder.js';
 import type { WritableDtype } from './safetensors.js';
 import { openWeights, saveWeights } from './weights.js';
+
+export { readJsonFile };
 
 /** Files beside the weights that a saved or merged model folder carries over unchanged. */
 export const TOKENIZER_FILES = [
@@ -17,22 +20,6 @@ export const TOKENIZER_FILES = [
   'generation_config.json',
   'chat_template.jinja',
 ];
-
-export function readJsonFile(path: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(path, 'utf8');
-  } catch {
-    throw new UserError(`${path}: file not found`);
-  }
-  try {
-    const value: unknown = JSON.parse(text);
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not an object');
-    return value as Record<string, unknown>;
-  } catch (e) {
-    throw new FileFormatError(path, `not a JSON object (${(e as Error).message})`);
-  }
-}
 
 export function readModelConfig(dir: string): DecoderConfig {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new UserError(`model folder ${dir} does not exist`);

@@ -18,8 +18,8 @@ import { join, resolve } from 'node:path';
 
 import { loadModel } from '../io/model-folder.js';
 import type { CausalLM } from '../models/decoder.js';
-import { noGrad } from '../tensor/tensor.js';
 import { Tokenizer } from '../text/tokenizer.js';
+import { byLengthBatches, paddedHidden } from './batch.js';
 
 export type Pooling = 'last' | 'mean';
 
@@ -97,46 +97,34 @@ export class Embedder {
 
   /** Embeddings for token id lists, batched by length; returned in the given order. */
   embedIds(inputs: readonly number[][]): Float32Array[] {
-    const out: Float32Array[] = new Array(inputs.length);
-    const order = inputs.map((_, i) => i).sort((a, b) => inputs[a].length - inputs[b].length);
-    let start = 0;
-    while (start < order.length) {
-      // Grow the batch while the padded size (longest × count) stays within batchTokens.
-      let end = start + 1;
-      while (end < order.length && inputs[order[end]].length * (end - start + 1) <= this.batchTokens) end++;
-      const batch = order.slice(start, end);
-      const vectors = this.forward(batch.map((i) => inputs[i]));
-      batch.forEach((i, j) => (out[i] = vectors[j]));
-      start = end;
-    }
-    return out;
+    return byLengthBatches(inputs, this.batchTokens, (rows) => embedRows(this.model, rows, this.pooling));
   }
+}
 
-  private forward(rows: readonly number[][]): Float32Array[] {
-    const B = rows.length;
-    const T = Math.max(1, ...rows.map((r) => r.length));
-    const C = this.dim;
-    const ids = new Int32Array(B * T);
-    const keyMask = new Uint8Array(B * T);
-    rows.forEach((r, b) => {
-      if (r.length === 0) throw new Error('Embedder: an empty input');
-      ids.set(r, b * T);
-      keyMask.fill(1, b * T, b * T + r.length);
-    });
-    const hidden = noGrad(() => this.model.hidden({ ids, batch: B, length: T, keyMask })).data; // (B, T, C)
-    return rows.map((r, b) => {
-      const v = new Float32Array(C);
-      if (this.pooling === 'last') v.set(hidden.subarray((b * T + r.length - 1) * C, (b * T + r.length) * C));
-      else {
-        for (let t = 0; t < r.length; t++) {
-          const row = hidden.subarray((b * T + t) * C, (b * T + t + 1) * C);
-          for (let c = 0; c < C; c++) v[c] += row[c];
-        }
-        for (let c = 0; c < C; c++) v[c] /= r.length;
-      }
-      return l2normalize(v);
-    });
-  }
+/**
+ * Unit-length embeddings of token id lists run as one padded batch: the last token's final-normed
+ * hidden state (`last`) or the mean over the row's tokens (`mean`), scaled to unit length.
+ */
+export function embedRows(model: CausalLM, rows: ReadonlyArray<readonly number[]>, pooling: Pooling): Float32Array[] {
+  if (rows.some((r) => r.length === 0)) throw new Error('Embedder: an empty input');
+  const { hidden, length: T } = paddedHidden(model, rows); // (B, T, C)
+  const C = model.config.hiddenSize;
+  return rows.map((r, b) => {
+    const first = pooling === 'last' ? r.length - 1 : 0;
+    const n = r.length - first;
+    const sum = new Float64Array(C);
+    for (let t = first; t < r.length; t++) {
+      const o = (b * T + t) * C;
+      for (let c = 0; c < C; c++) sum[c] += hidden[o + c];
+    }
+    // sum/n scaled to unit length, in float64, rounded to float32 once.
+    let norm = 0;
+    for (let c = 0; c < C; c++) norm += (sum[c] / n) ** 2;
+    const scale = norm > 0 ? 1 / (n * Math.sqrt(norm)) : 0;
+    const v = new Float32Array(C);
+    for (let c = 0; c < C; c++) v[c] = sum[c] * scale;
+    return v;
+  });
 }
 
 export function l2normalize(v: Float32Array): Float32Array {

@@ -10,8 +10,8 @@ import { resolve } from 'node:path';
 
 import { loadModel } from '../io/model-folder.js';
 import type { CausalLM } from '../models/decoder.js';
-import { noGrad } from '../tensor/tensor.js';
 import { Tokenizer } from '../text/tokenizer.js';
+import { byLengthBatches, paddedHidden } from './batch.js';
 
 export const RERANK_PREFIX =
   '<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. ' +
@@ -67,31 +67,12 @@ export class Reranker {
   /** P(yes) for each document, in the given order. */
   score(query: string, documents: readonly string[]): number[] {
     const inputs = documents.map((d) => this.encodePair(query, d));
-    const out = new Array<number>(inputs.length);
-    const order = inputs.map((_, i) => i).sort((a, b) => inputs[a].length - inputs[b].length);
-    let start = 0;
-    while (start < order.length) {
-      let end = start + 1;
-      while (end < order.length && inputs[order[end]].length * (end - start + 1) <= this.batchTokens) end++;
-      const batch = order.slice(start, end);
-      const scores = this.forward(batch.map((i) => inputs[i]));
-      batch.forEach((i, j) => (out[i] = scores[j]));
-      start = end;
-    }
-    return out;
+    return byLengthBatches(inputs, this.batchTokens, (rows) => this.forward(rows));
   }
 
   private forward(rows: readonly number[][]): number[] {
-    const B = rows.length;
-    const T = Math.max(...rows.map((r) => r.length));
+    const { hidden, length: T } = paddedHidden(this.model, rows); // (B, T, C)
     const C = this.model.config.hiddenSize;
-    const ids = new Int32Array(B * T);
-    const keyMask = new Uint8Array(B * T);
-    rows.forEach((r, b) => {
-      ids.set(r, b * T);
-      keyMask.fill(1, b * T, b * T + r.length);
-    });
-    const hidden = noGrad(() => this.model.hidden({ ids, batch: B, length: T, keyMask })).data; // (B, T, C)
     const W = this.model.outputWeight().data; // (V, C)
     const yes = W.subarray(this.yesId * C, (this.yesId + 1) * C);
     const no = W.subarray(this.noId * C, (this.noId + 1) * C);

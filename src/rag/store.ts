@@ -25,8 +25,7 @@ export const HNSW_MAX_DIM = 2000;
 const K1 = 1.2;
 const B = 0.75;
 
-export interface StoredDocument {
-  id: number;
+export interface NewDocument {
   path: string;
   title: string;
   kind: string;
@@ -36,18 +35,11 @@ export interface StoredDocument {
   /** ms since the epoch: the front matter's date, else the modified time. */
   date: number;
   dateSource: 'front matter' | 'modified';
-  chunks: number;
 }
 
-export interface NewDocument {
-  path: string;
-  title: string;
-  kind: string;
-  hash: string;
-  size: number;
-  mtime: number;
-  date: number;
-  dateSource: 'front matter' | 'modified';
+export interface StoredDocument extends NewDocument {
+  id: number;
+  chunks: number;
 }
 
 export interface NewChunk {

@@ -4,10 +4,11 @@
  * only one eos, and a base model's files may name neither chat marker. Taking the union is what
  * makes a chat stop at the end of its turn instead of running on into a made-up next one.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { FileFormatError } from '../errors.js';
+import { readJsonFile } from '../json-file.js';
 
 /** The slice of generation_config.json that matters here. */
 export interface GenerationConfig {
@@ -57,15 +58,7 @@ export function readStopTokenIds(modelDir: string, tokenizer: StopTokenSource, o
 export function readGenerationConfig(modelDir: string): GenerationConfig | null {
   const path = join(modelDir, 'generation_config.json');
   if (!existsSync(path)) return null;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (err) {
-    throw new FileFormatError(path, `not valid JSON (${(err as Error).message})`);
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    throw new FileFormatError(path, 'expected a JSON object');
-  }
+  const parsed = readJsonFile(path);
   const eos = (parsed as GenerationConfig).eos_token_id;
   const isId = (v: unknown) => Number.isInteger(v) && (v as number) >= 0;
   if (eos != null && !isId(eos) && !(Array.isArray(eos) && eos.every(isId))) {

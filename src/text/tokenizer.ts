@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 
 import { FileFormatError } from '../errors.js';
+import { readJsonFile } from '../json-file.js';
 
 /** A special token as tokenizer_config.json writes it: a string, an AddedToken dict, or null. */
 export type SpecialTokenField = string | { content: string } | null | undefined;
@@ -88,14 +89,14 @@ export class Tokenizer {
         'no tokenizer.json here (tunekit needs the fast-tokenizer file that Hugging Face model folders ship)',
       );
     }
-    const tokenizerJson = readJson(tokenizerPath);
+    const tokenizerJson = readJsonFile(tokenizerPath);
     const configPath = join(dir, 'tokenizer_config.json');
-    const config = (existsSync(configPath) ? readJson(configPath) : {}) as TokenizerConfig;
+    const config = (existsSync(configPath) ? readJsonFile(configPath) : {}) as TokenizerConfig;
     if (config.chat_template == null) {
       const jinjaPath = join(dir, 'chat_template.jinja');
       const jsonPath = join(dir, 'chat_template.json');
       if (existsSync(jinjaPath)) config.chat_template = readFileSync(jinjaPath, 'utf8');
-      else if (existsSync(jsonPath)) config.chat_template = (readJson(jsonPath) as TokenizerConfig).chat_template;
+      else if (existsSync(jsonPath)) config.chat_template = (readJsonFile(jsonPath) as TokenizerConfig).chat_template;
     }
     return Tokenizer.build(tokenizerJson, config, tokenizerPath, configPath);
   }
@@ -190,17 +191,4 @@ function pickChatTemplate(field: TokenizerConfig['chat_template']): string | nul
   if (field == null) return null;
   if (typeof field === 'string') return field;
   return field.find((t) => t.name === 'default')?.template ?? null;
-}
-
-function readJson(path: string): Record<string, unknown> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (err) {
-    throw new FileFormatError(path, `not valid JSON (${(err as Error).message})`);
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    throw new FileFormatError(path, 'expected a JSON object');
-  }
-  return parsed as Record<string, unknown>;
 }

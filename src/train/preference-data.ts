@@ -17,15 +17,15 @@
 import { alpacaPrompt } from '../data/convert-alpaca.js';
 import { messageTurns } from '../data/convert-messages.js';
 import {
-  ProblemLog, chatMessages, encodeConversation, epochOrder, loadPreferencePairs, makeBatches, readRecords, resolveDatasets,
+  ProblemLog, chatMessages, encodeConversation, epochOrder, loadPreferencePairs, loadRows, makeBatches, resolveDatasets,
   toPreferencePair, asRow, InvalidRow, describeSource,
 } from '../data/index.js';
 import type { Batch, DatasetSpec, EncodedExample, PreferencePair, Source, Turn } from '../data/index.js';
 import { UserError } from '../errors.js';
-import { Rng } from '../tensor/random.js';
 import { renderChat } from '../text/chat-template.js';
 import type { Tokenizer } from '../text/tokenizer.js';
 import type { TrainConfig } from './config.js';
+import { limitSamples, noteSkipped, trainAndEval } from './prepare-data.js';
 
 export interface EncodedPair {
   chosen: EncodedExample;
@@ -57,9 +57,8 @@ export function preparePreferenceData(c: TrainConfig, tokenizer: Tokenizer, temp
   const encode = (names: string | string[]): EncodedPair[] => {
     const specs = resolveDatasets(names, c.dataset_dir, { layout: c.layout });
     const loaded = loadPreferencePairs(specs, { skipInvalid: c.skip_invalid, seed: c.seed });
-    if (loaded.skipped) notes.push(`skipped ${loaded.skipped} invalid row(s) of ${loaded.total}; first: ${loaded.problems.slice(0, 3).join(' | ')}`);
-    const pairs = checkPairs(loaded.items, c.skip_invalid, notes);
-    const limited = c.max_samples !== null && pairs.length > c.max_samples ? pairs.slice(0, c.max_samples) : pairs;
+    noteSkipped(loaded, notes);
+    const limited = limitSamples(checkPairs(loaded.items, c.skip_invalid, notes), c.max_samples);
     const settings = { tokenizer, template, cutoffLen: c.cutoff_len };
     const out: EncodedPair[] = [];
     let truncated = 0;
@@ -75,17 +74,7 @@ export function preparePreferenceData(c: TrainConfig, tokenizer: Tokenizer, temp
     if (out.length === 0) throw new UserError(`no usable preference pairs in ${specs.map((s) => s.name).join(', ')}`);
     return out;
   };
-  let train = encode(c.dataset);
-  let evalSet: EncodedPair[] = [];
-  if (c.eval_dataset) evalSet = encode(c.eval_dataset);
-  else if (c.val_size > 0 && train.length > 1) {
-    const order = new Rng(c.seed).shuffle(train.map((_, i) => i));
-    const n = Math.min(train.length - 1, Math.max(1, Math.round(train.length * c.val_size)));
-    const held = new Set(order.slice(0, n));
-    evalSet = train.filter((_, i) => held.has(i));
-    train = train.filter((_, i) => !held.has(i));
-  }
-  return { train, eval: evalSet, notes };
+  return { ...trainAndEval(c, encode), notes };
 }
 
 /**
@@ -155,26 +144,12 @@ export interface PromptItem {
 
 /** The prompts of the configured datasets, for PPO rollouts. */
 export function loadPrompts(specs: readonly DatasetSpec[], skipInvalid: boolean, seed: number): { items: PromptItem[]; notes: string[] } {
-  const problems = new ProblemLog();
-  const items: PromptItem[] = [];
-  let total = 0;
   for (const spec of specs) {
     if (spec.formatting === 'text') throw new UserError(`dataset "${spec.name}" is plain text; PPO needs prompts (instruction rows or conversations)`);
-    const records = sample(readRecords(spec.paths), spec.numSamples, seed, spec.name);
-    total += records.length;
-    for (const record of records) {
-      try {
-        items.push(promptOf(record.value, spec, record.source));
-      } catch (err) {
-        if (!(err instanceof InvalidRow)) throw err;
-        problems.add(record.source, err.message);
-      }
-    }
   }
-  problems.report(total, skipInvalid);
-  if (items.length === 0) throw new UserError(`no prompts in ${specs.map((s) => s.name).join(', ')}`);
-  const notes = problems.count ? [`skipped ${problems.count} invalid row(s) of ${total}; first: ${problems.first[0]}`] : [];
-  return { items, notes };
+  const loaded = loadRows(specs, { skipInvalid, seed }, (record, spec) => promptOf(record.value, spec, record.source), 'prompts');
+  const notes = loaded.skipped ? [`skipped ${loaded.skipped} invalid row(s) of ${loaded.total}; first: ${loaded.problems[0]}`] : [];
+  return { items: loaded.items, notes };
 }
 
 function promptOf(value: unknown, spec: DatasetSpec, source: Source): PromptItem {
@@ -202,13 +177,6 @@ function promptOf(value: unknown, spec: DatasetSpec, source: Source): PromptItem
 export function encodePrompt(prompt: Pick<PromptItem, 'system' | 'messages'>, tokenizer: Tokenizer, template: string): number[] {
   const text = renderChat(chatMessages(prompt), { template, addGenerationPrompt: true, bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken });
   return tokenizer.encode(text, { addSpecialTokens: false });
-}
-
-function sample<T>(records: T[], n: number | null, seed: number, name: string): T[] {
-  if (n === null) return records;
-  if (n > records.length) throw new UserError(`dataset "${name}": num_samples is ${n} but it has only ${records.length} rows`);
-  const order = new Rng(seed).shuffle(records.map((_, i) => i)).slice(0, n);
-  return order.sort((a, b) => a - b).map((i) => records[i]);
 }
 
 function withSystem(item: PromptItem, system: string | undefined): PromptItem {

@@ -4,10 +4,9 @@ import { epochOrder, makeBatches, padIdOf } from '../data/index.js';
 import type { EncodedExample } from '../data/index.js';
 import { UserError } from '../errors.js';
 import { resolveModel } from '../io/hub.js';
-import { copyTokenizerFiles, loadModel, saveModel } from '../io/model-folder.js';
-import { loadAdapter, saveAdapter } from '../io/peft-adapter.js';
-import type { CausalLM } from '../models/decoder.js';
-import { applyLora, parseLoraTargets, trainableSummary } from '../nn/apply-lora.js';
+import { loadModel } from '../io/model-folder.js';
+import { loadAdapter } from '../io/peft-adapter.js';
+import { trainableSummary } from '../nn/apply-lora.js';
 import type { AppliedLora } from '../nn/apply-lora.js';
 import { resolveTemplate } from '../text/chat-template.js';
 import { Tokenizer } from '../text/tokenizer.js';
@@ -17,6 +16,7 @@ import { causalLmLoss } from './loss.js';
 import type { LabelledBatch } from './loss.js';
 import { prepareData } from './prepare-data.js';
 import { runAlignmentStage } from './stages/run-stage.js';
+import { loadFullWeights, newLoraAdapter, resultLine, saveTrainedWeights } from './trained-model.js';
 import { train } from './trainer.js';
 import type { TrainResult } from './trainer.js';
 
@@ -48,12 +48,7 @@ export async function runTraining(config: TrainConfig, opts: RunOptions = {}): P
   let applied: AppliedLora | null = null;
   if (c.finetuning_type === 'lora') {
     const from = resumeDir ?? c.adapter_name_or_path;
-    applied = from
-      ? loadAdapter(model, from)
-      : applyLora(model, {
-          r: c.lora_rank, alpha: c.lora_alpha ?? 2 * c.lora_rank, dropout: c.lora_dropout, targets: parseLoraTargets(c.lora_target),
-          init: c.lora_init, useRslora: c.use_rslora, seed: c.seed,
-        });
+    applied = from ? loadAdapter(model, from) : newLoraAdapter(model, c);
   } else if (resumeDir) {
     loadFullWeights(model, resumeDir);
   }
@@ -64,17 +59,9 @@ export async function runTraining(config: TrainConfig, opts: RunOptions = {}): P
   const batchesForEpoch = (epoch: number): LabelledBatch[] =>
     makeBatches(epochOrder(data.train.length, c.seed, epoch).map((i) => data.train[i]), batchOpts);
   const evalBatches = makeBatches(data.eval, { ...batchOpts, batchSize: c.per_device_eval_batch_size });
-  const saveWeights = (dir: string): void => {
-    if (applied) saveAdapter(model, applied, dir, { baseModelNameOrPath: modelDir });
-    else saveModel(model, dir, {});
-    copyTokenizerFiles(modelDir, dir);
-  };
+  const saveWeights = (dir: string): void => saveTrainedWeights(model, applied, modelDir, dir);
   const result = await train({ model, config: c, batchesForEpoch, evalBatches, loss: causalLmLoss, saveWeights, resumeFrom: resumeDir, log });
-  log(
-    result.stoppedEarly
-      ? `stopped at step ${result.globalStep}`
-      : `done: ${result.globalStep} steps in ${result.seconds.toFixed(1)} s, train loss ${result.trainLoss.toFixed(4)}${result.evalLoss !== null ? `, eval loss ${result.evalLoss.toFixed(4)}` : ''}; saved to ${c.output_dir}`,
-  );
+  log(resultLine(c, result));
   return result;
 }
 
@@ -89,15 +76,3 @@ function resumeFolder(c: TrainConfig): string | null {
   if (!fs.existsSync(join(r, 'trainer_state.json'))) throw new UserError(`resume_from_checkpoint: ${r} is not a checkpoint (no trainer_state.json)`);
   return r;
 }
-
-function loadFullWeights(model: CausalLM, dir: string): void {
-  const saved = loadModel(dir);
-  const byName = new Map(saved.namedParameters());
-  for (const [name, t] of model.namedParameters()) {
-    const s = byName.get(name);
-    if (!s) throw new UserError(`${dir}: checkpoint lacks ${name}`);
-    t.data = s.data;
-  }
-}
-
-export type { EncodedExample };

@@ -1,6 +1,6 @@
 /**
- * Set-up shared by the server and evaluation tests: a tiny random model folder and PEFT adapter
- * folders over it whose B matrices are non-zero (a fresh adapter, B = 0, would equal the base
+ * Set-up shared by the tests: temporary folders, tiny random model folders, and PEFT adapter
+ * folders over them whose B matrices are non-zero (a fresh adapter, B = 0, would equal the base
  * model and make every base-vs-adapter test pass trivially).
  */
 import fs from 'node:fs';
@@ -8,11 +8,12 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { initModel } from '../../src/io/init-model.js';
-import { loadModel } from '../../src/io/model-folder.js';
+import { loadModel, saveModel } from '../../src/io/model-folder.js';
 import { saveAdapter } from '../../src/io/peft-adapter.js';
 import { applyLora, loraLayers } from '../../src/nn/apply-lora.js';
 import { Rng } from '../../src/tensor/random.js';
 
+/** A fresh folder under the OS temp dir; remove it with {@link removeDir}. */
 export function tempDir(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `tunekit-${prefix}-`));
 }
@@ -26,6 +27,24 @@ export function tinyModelDir(root: string, name = 'tiny', seed = 1): string {
   const out = path.join(root, name);
   initModel({ preset: 'tiny', out, seed });
   return out;
+}
+
+/**
+ * Writes `preset` to `dir` with weights large enough that every tensor matters: random norm
+ * weights around 1, random biases, and embeddings and matrices of a larger spread than init's.
+ */
+export function writeRandomModel(dir: string, preset: string, seed = 1): void {
+  initModel({ preset, out: dir, seed });
+  const m = loadModel(dir);
+  const rng = new Rng(seed + 100);
+  for (const [name, t] of m.namedParameters()) {
+    if (name.endsWith('norm.weight')) {
+      rng.fillNormal(t.data, 0.1);
+      for (let i = 0; i < t.data.length; i++) t.data[i] += 1;
+    } else if (name.endsWith('.bias')) rng.fillNormal(t.data, 0.1);
+    else rng.fillNormal(t.data, name.includes('embed') ? 0.05 : 0.2);
+  }
+  saveModel(m, dir);
 }
 
 export interface AdapterFixtureOptions {

@@ -3,11 +3,9 @@
  * the example data, quiet runs, and readers for what a run leaves in output_dir.
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { initModel } from '../../src/io/init-model.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { loadTrainConfig } from '../../src/train/config.js';
 import type { TrainConfig } from '../../src/train/config.js';
@@ -17,21 +15,7 @@ import type { TrainResult } from '../../src/train/trainer.js';
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const EXAMPLES_DATA = path.join(REPO_ROOT, 'examples', 'data');
 
-/** A fresh folder under the OS temp dir; remove it with {@link removeDir}. */
-export function tempDir(prefix: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `tunekit-${prefix}-`));
-}
-
-export function removeDir(dir: string): void {
-  fs.rmSync(dir, { recursive: true, force: true });
-}
-
-/** Writes the `tiny` preset (2 layers, hidden 64, byte-level vocabulary) with random weights. */
-export function tinyModelDir(root: string, seed = 1): string {
-  const out = path.join(root, `tiny-${seed}`);
-  initModel({ preset: 'tiny', out, seed });
-  return out;
-}
+export { removeDir, tempDir, tinyModelDir } from './adapter-fixtures.js';
 
 /**
  * Settings that keep a run to about a second on the tiny model: 8 short task-layout examples

@@ -67,6 +67,28 @@ function softmaxRows(scores: Float32Array, rows: number, n: number): void {
   }
 }
 
+/** Row strides of the [batch, tokens, heads, headDim] query and key/value buffers, and 1/√d. */
+function strides(s: AttentionShape): { qRow: number; kvRow: number; scale: number } {
+  return { qRow: s.heads * s.headDim, kvRow: s.kvHeads * s.headDim, scale: 1 / Math.sqrt(s.headDim) };
+}
+
+/**
+ * Visits every (batch, query head) with the offsets of its first query (and output) row, of its
+ * key/value head's first row (grouped-query attention: heads/kvHeads query heads share one), and
+ * of its [queries, keys] block of probabilities.
+ */
+function forEachHead(s: AttentionShape, visit: (b: number, qOff: number, kvOff: number, pOff: number) => void): void {
+  const { batch: B, queries: T, keys: S, heads: H, kvHeads: HKV, headDim: D, kvCapacity } = s;
+  const group = H / HKV;
+  const { qRow, kvRow } = strides(s);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const kvh = Math.floor(h / group);
+      visit(b, b * T * qRow + h * D, b * kvCapacity * kvRow + kvh * D, (b * H + h) * T * S);
+    }
+  }
+}
+
 /**
  * out = softmax(q·kᵀ/√d + mask)·v. When `probs` is given ([batch, heads, queries, keys]) the
  * probabilities are kept there for the backward pass.
@@ -80,24 +102,16 @@ export function attentionForward(
   out: Float32Array,
   probs: Float32Array | null,
 ): void {
-  const { batch: B, queries: T, keys: S, heads: H, kvHeads: HKV, headDim: D, kvCapacity } = s;
-  const group = H / HKV;
-  const scale = 1 / Math.sqrt(D);
-  const qRow = H * D;
-  const kvRow = HKV * D;
+  const { queries: T, keys: S, headDim: D } = s;
+  const { qRow, kvRow, scale } = strides(s);
   const scratch = probs ? null : new Float32Array(T * S);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < H; h++) {
-      const kvh = Math.floor(h / group);
-      const p = probs ? probs.subarray(((b * H + h) * T) * S, ((b * H + h) * T + T) * S) : (scratch as Float32Array);
-      const qOff = b * T * qRow + h * D;
-      const kvOff = b * kvCapacity * kvRow + kvh * D;
-      be.gemm({ transA: false, transB: true, m: T, n: S, k: D, alpha: scale, a: q.subarray(qOff), lda: qRow, b: k.subarray(kvOff), ldb: kvRow, beta: 0, c: p, ldc: S });
-      maskScores(s, b, p);
-      softmaxRows(p, T, S);
-      be.gemm({ transA: false, transB: false, m: T, n: D, k: S, alpha: 1, a: p, lda: S, b: v.subarray(kvOff), ldb: kvRow, beta: 0, c: out.subarray(qOff), ldc: qRow });
-    }
-  }
+  forEachHead(s, (b, qOff, kvOff, pOff) => {
+    const p = probs ? probs.subarray(pOff, pOff + T * S) : (scratch as Float32Array);
+    be.gemm({ transA: false, transB: true, m: T, n: S, k: D, alpha: scale, a: q.subarray(qOff), lda: qRow, b: k.subarray(kvOff), ldb: kvRow, beta: 0, c: p, ldc: S });
+    maskScores(s, b, p);
+    softmaxRows(p, T, S);
+    be.gemm({ transA: false, transB: false, m: T, n: D, k: S, alpha: 1, a: p, lda: S, b: v.subarray(kvOff), ldb: kvRow, beta: 0, c: out.subarray(qOff), ldc: qRow });
+  });
 }
 
 /** Gradients of the attention inputs from the output gradient and the kept probabilities. */
@@ -113,37 +127,29 @@ export function attentionBackward(
   kInto: Float32Array | null,
   vInto: Float32Array | null,
 ): void {
-  const { batch: B, queries: T, keys: S, heads: H, kvHeads: HKV, headDim: D, kvCapacity } = s;
-  const group = H / HKV;
-  const scale = 1 / Math.sqrt(D);
-  const qRow = H * D;
-  const kvRow = HKV * D;
+  const { queries: T, keys: S, headDim: D } = s;
+  const { qRow, kvRow, scale } = strides(s);
   const dp = new Float32Array(T * S);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < H; h++) {
-      const kvh = Math.floor(h / group);
-      const p = probs.subarray(((b * H + h) * T) * S, ((b * H + h) * T + T) * S);
-      const qOff = b * T * qRow + h * D;
-      const kvOff = b * kvCapacity * kvRow + kvh * D;
-      const g = grad.subarray(qOff);
-      if (vInto) {
-        be.gemm({ transA: true, transB: false, m: S, n: D, k: T, alpha: 1, a: p, lda: S, b: g, ldb: qRow, beta: 1, c: vInto.subarray(kvOff), ldc: kvRow });
-      }
-      if (!qInto && !kInto) continue;
-      be.gemm({ transA: false, transB: true, m: T, n: S, k: D, alpha: 1, a: g, lda: qRow, b: v.subarray(kvOff), ldb: kvRow, beta: 0, c: dp, ldc: S });
-      // dS = P ∘ (dP − Σ_j dP·P), then the 1/√d of the forward scores.
-      for (let i = 0; i < T; i++) {
-        const o = i * S;
-        let dot = 0;
-        for (let j = 0; j < S; j++) dot += dp[o + j] * p[o + j];
-        for (let j = 0; j < S; j++) dp[o + j] = p[o + j] * (dp[o + j] - dot) * scale;
-      }
-      if (qInto) {
-        be.gemm({ transA: false, transB: false, m: T, n: D, k: S, alpha: 1, a: dp, lda: S, b: k.subarray(kvOff), ldb: kvRow, beta: 1, c: qInto.subarray(qOff), ldc: qRow });
-      }
-      if (kInto) {
-        be.gemm({ transA: true, transB: false, m: S, n: D, k: T, alpha: 1, a: dp, lda: S, b: q.subarray(qOff), ldb: qRow, beta: 1, c: kInto.subarray(kvOff), ldc: kvRow });
-      }
+  forEachHead(s, (_b, qOff, kvOff, pOff) => {
+    const p = probs.subarray(pOff, pOff + T * S);
+    const g = grad.subarray(qOff);
+    if (vInto) {
+      be.gemm({ transA: true, transB: false, m: S, n: D, k: T, alpha: 1, a: p, lda: S, b: g, ldb: qRow, beta: 1, c: vInto.subarray(kvOff), ldc: kvRow });
     }
-  }
+    if (!qInto && !kInto) return;
+    be.gemm({ transA: false, transB: true, m: T, n: S, k: D, alpha: 1, a: g, lda: qRow, b: v.subarray(kvOff), ldb: kvRow, beta: 0, c: dp, ldc: S });
+    // dS = P ∘ (dP − Σ_j dP·P), then the 1/√d of the forward scores.
+    for (let i = 0; i < T; i++) {
+      const o = i * S;
+      let dot = 0;
+      for (let j = 0; j < S; j++) dot += dp[o + j] * p[o + j];
+      for (let j = 0; j < S; j++) dp[o + j] = p[o + j] * (dp[o + j] - dot) * scale;
+    }
+    if (qInto) {
+      be.gemm({ transA: false, transB: false, m: T, n: D, k: S, alpha: 1, a: dp, lda: S, b: k.subarray(kvOff), ldb: kvRow, beta: 1, c: qInto.subarray(qOff), ldc: qRow });
+    }
+    if (kInto) {
+      be.gemm({ transA: true, transB: false, m: S, n: D, k: T, alpha: 1, a: dp, lda: S, b: q.subarray(qOff), ldb: qRow, beta: 1, c: kInto.subarray(kvOff), ldc: kvRow });
+    }
+  });
 }

@@ -8,6 +8,29 @@ export function logitChunkRows(vocab: number, rows: number): number {
 }
 
 /**
+ * Visits the rows of logits = h·Wᵀ a chunk at a time, so the full [rows, vocab] matrix never
+ * exists: `visit(r0, n, logits)` gets rows r0..r0+n−1 in `logits` (n × vocab, row-major), which
+ * it may overwrite.
+ */
+function forEachLogitChunk(
+  be: Backend,
+  h: Float32Array,
+  w: Float32Array,
+  rows: number,
+  hidden: number,
+  vocab: number,
+  visit: (r0: number, n: number, logits: Float32Array) => void,
+): void {
+  const chunk = logitChunkRows(vocab, rows);
+  const logits = new Float32Array(chunk * vocab);
+  for (let r0 = 0; r0 < rows; r0 += chunk) {
+    const n = Math.min(chunk, rows - r0);
+    be.gemm({ transA: false, transB: true, m: n, n: vocab, k: hidden, alpha: 1, a: h.subarray(r0 * hidden), lda: hidden, b: w, ldb: hidden, beta: 0, c: logits, ldc: vocab });
+    visit(r0, n, logits);
+  }
+}
+
+/**
  * log p(target) per row for logits = h·Wᵀ, computed a chunk of rows at a time so the full
  * [rows, vocab] matrix never exists. Rows with a negative target give 0.
  *
@@ -26,11 +49,7 @@ export function linearLogprobsForward(
   out: Float32Array,
   dh: Float32Array | null,
 ): void {
-  const chunk = logitChunkRows(vocab, rows);
-  const logits = new Float32Array(chunk * vocab);
-  for (let r0 = 0; r0 < rows; r0 += chunk) {
-    const n = Math.min(chunk, rows - r0);
-    be.gemm({ transA: false, transB: true, m: n, n: vocab, k: hidden, alpha: 1, a: h.subarray(r0 * hidden), lda: hidden, b: w, ldb: hidden, beta: 0, c: logits, ldc: vocab });
+  forEachLogitChunk(be, h, w, rows, hidden, vocab, (r0, n, logits) => {
     for (let i = 0; i < n; i++) {
       const t = targets[r0 + i];
       const o = i * vocab;
@@ -41,15 +60,12 @@ export function linearLogprobsForward(
       }
       const lse = rowLse(logits, o, vocab);
       out[r0 + i] = logits[o + t] - lse;
-      if (dh) {
-        for (let j = 0; j < vocab; j++) logits[o + j] = -Math.exp(logits[o + j] - lse);
-        logits[o + t] += 1;
-      }
+      if (dh) toLogitGrad(logits, o, vocab, t, lse, 1);
     }
     if (dh) {
       be.gemm({ transA: false, transB: false, m: n, n: hidden, k: vocab, alpha: 1, a: logits, lda: vocab, b: w, ldb: hidden, beta: 0, c: dh.subarray(r0 * hidden), ldc: hidden });
     }
-  }
+  });
 }
 
 /**
@@ -69,11 +85,7 @@ export function linearLogprobsBackward(
   wInto: Float32Array | null,
   hInto: Float32Array | null,
 ): void {
-  const chunk = logitChunkRows(vocab, rows);
-  const logits = new Float32Array(chunk * vocab);
-  for (let r0 = 0; r0 < rows; r0 += chunk) {
-    const n = Math.min(chunk, rows - r0);
-    be.gemm({ transA: false, transB: true, m: n, n: vocab, k: hidden, alpha: 1, a: h.subarray(r0 * hidden), lda: hidden, b: w, ldb: hidden, beta: 0, c: logits, ldc: vocab });
+  forEachLogitChunk(be, h, w, rows, hidden, vocab, (r0, n, logits) => {
     for (let i = 0; i < n; i++) {
       const t = targets[r0 + i];
       const g = grad[r0 + i];
@@ -82,9 +94,7 @@ export function linearLogprobsBackward(
         logits.fill(0, o, o + vocab);
         continue;
       }
-      const lse = rowLse(logits, o, vocab);
-      for (let j = 0; j < vocab; j++) logits[o + j] = -g * Math.exp(logits[o + j] - lse);
-      logits[o + t] += g;
+      toLogitGrad(logits, o, vocab, t, rowLse(logits, o, vocab), g);
     }
     if (wInto) {
       be.gemm({ transA: true, transB: false, m: vocab, n: hidden, k: n, alpha: 1, a: logits, lda: vocab, b: h.subarray(r0 * hidden), ldb: hidden, beta: 1, c: wInto, ldc: hidden });
@@ -92,13 +102,20 @@ export function linearLogprobsBackward(
     if (hInto) {
       be.gemm({ transA: false, transB: false, m: n, n: hidden, k: vocab, alpha: 1, a: logits, lda: vocab, b: w, ldb: hidden, beta: 1, c: hInto.subarray(r0 * hidden), ldc: hidden });
     }
-  }
+  });
 }
 
+/** log Σ exp over x[o, o+n), shifted by the row's max. */
 function rowLse(x: Float32Array, o: number, n: number): number {
   let max = -Infinity;
   for (let j = 0; j < n; j++) if (x[o + j] > max) max = x[o + j];
   let sum = 0;
   for (let j = 0; j < n; j++) sum += Math.exp(x[o + j] - max);
   return max + Math.log(sum);
+}
+
+/** Turns one row of logits (log-sum-exp `lse`) into g·(onehot(t) − softmax) in place. */
+function toLogitGrad(logits: Float32Array, o: number, n: number, t: number, lse: number, g: number): void {
+  for (let j = 0; j < n; j++) logits[o + j] = -g * Math.exp(logits[o + j] - lse);
+  logits[o + t] += g;
 }

@@ -12,10 +12,10 @@ import fs from 'node:fs';
 import { join } from 'node:path';
 import { padIdOf, resolveDatasets } from '../../data/index.js';
 import { UserError } from '../../errors.js';
-import { copyTokenizerFiles, loadModel, saveModel, writeJsonAtomic, readJsonFile } from '../../io/model-folder.js';
-import { loadAdapter, saveAdapter } from '../../io/peft-adapter.js';
+import { loadModel, writeJsonAtomic, readJsonFile } from '../../io/model-folder.js';
+import { loadAdapter } from '../../io/peft-adapter.js';
 import type { CausalLM } from '../../models/decoder.js';
-import { applyLora, mergeAndUnload, parseLoraTargets, trainableSummary } from '../../nn/apply-lora.js';
+import { mergeAndUnload, trainableSummary } from '../../nn/apply-lora.js';
 import type { AppliedLora } from '../../nn/apply-lora.js';
 import { resolveTemplate } from '../../text/chat-template.js';
 import { readStopTokenIds } from '../../text/stop-tokens.js';
@@ -23,6 +23,8 @@ import { Tokenizer } from '../../text/tokenizer.js';
 import type { TrainConfig } from '../config.js';
 import { plotLoss } from '../plot.js';
 import { encodePrompt, loadPrompts, makePairBatches, pairBatchesForEpoch, preparePreferenceData } from '../preference-data.js';
+import { limitSamples } from '../prepare-data.js';
+import { loadFullWeights, newLoraAdapter, resultLine, saveTrainedWeights } from '../trained-model.js';
 import { train } from '../trainer.js';
 import type { TrainResult } from '../trainer.js';
 import { cachedReference, dpoLoss, needsReference } from './dpo.js';
@@ -53,18 +55,11 @@ export async function runAlignmentStage(c: TrainConfig, o: StageRunOptions): Pro
   const { model, applied } = buildPolicy(c, resumeDir, log);
 
   const saveBase = (dir: string): void => {
-    if (applied) {
-      saveAdapter(model, applied, dir, { baseModelNameOrPath: modelDir });
-      if (c.adapter_name_or_path) writeBaseAdapter(dir, c.adapter_name_or_path);
-    } else saveModel(model, dir, {});
-    copyTokenizerFiles(modelDir, dir);
+    saveTrainedWeights(model, applied, modelDir, dir);
+    if (applied && c.adapter_name_or_path) writeBaseAdapter(dir, c.adapter_name_or_path);
   };
   const done = (result: TrainResult): TrainResult => {
-    log(
-      result.stoppedEarly
-        ? `stopped at step ${result.globalStep}`
-        : `done: ${result.globalStep} steps in ${result.seconds.toFixed(1)} s, train loss ${result.trainLoss.toFixed(4)}${result.evalLoss !== null ? `, eval loss ${result.evalLoss.toFixed(4)}` : ''}; saved to ${c.output_dir}`,
-    );
+    log(resultLine(c, result));
     return result;
   };
 
@@ -114,7 +109,7 @@ async function runPpo(c: TrainConfig, p: PpoSetup): Promise<TrainResult> {
   const loaded = loadPrompts(specs, c.skip_invalid, c.seed);
   for (const note of loaded.notes) log(`note: ${note}`);
   let items = loaded.items;
-  if (c.max_samples !== null) items = items.slice(0, c.max_samples);
+  items = limitSamples(items, c.max_samples);
   const encoded = items.map((it) => encodePrompt(it, tokenizer, template));
   const keep = encoded.map((ids) => ids.length <= c.cutoff_len);
   if (keep.some((k) => !k)) log(`note: ${keep.filter((k) => !k).length} prompt(s) longer than cutoff_len ${c.cutoff_len} were left out`);
@@ -212,23 +207,10 @@ function buildPolicy(c: TrainConfig, resumeDir: string | null, log: (line: strin
     }
   }
   if (c.finetuning_type === 'lora') {
-    const applied = resumeDir
-      ? loadAdapter(model, resumeDir)
-      : applyLora(model, {
-          r: c.lora_rank, alpha: c.lora_alpha ?? 2 * c.lora_rank, dropout: c.lora_dropout, targets: parseLoraTargets(c.lora_target),
-          init: c.lora_init, useRslora: c.use_rslora, seed: c.seed,
-        });
+    const applied = resumeDir ? loadAdapter(model, resumeDir) : newLoraAdapter(model, c);
     return { model, applied };
   }
-  if (resumeDir) {
-    const saved = loadModel(resumeDir);
-    const byName = new Map(saved.namedParameters());
-    for (const [name, t] of model.namedParameters()) {
-      const s = byName.get(name);
-      if (!s) throw new UserError(`${resumeDir}: checkpoint lacks ${name}`);
-      t.data = s.data;
-    }
-  }
+  if (resumeDir) loadFullWeights(model, resumeDir);
   return { model, applied: null };
 }
 
