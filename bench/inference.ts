@@ -116,7 +116,7 @@ export const inferenceSection: Section = {
       },
       {
         key: 'prefill_bound_tokens_per_s', label: 'prefill bound: matrix FLOPs at sgemm rate', value: prefillBound, unit: 'tok/s',
-        note: `${(forwardFlops(model, PROMPT, 0) / PROMPT / GB).toFixed(2)} GFLOP/token incl. logits of every position`,
+        note: `${(forwardFlops(model, PROMPT, 0) / PROMPT / GB).toFixed(2)} GFLOP/token; vocabulary logits for the last position only`,
       },
       {
         key: 'decode_tokens_per_s', label: `decode (${NEW_TOKENS} tokens, greedy)`, value: NEW_TOKENS / median(decodes), unit: 'tok/s',

@@ -79,7 +79,7 @@ export async function buildBaseModel(opts: BuildBaseModelOptions = {}): Promise<
       packing: true,
       per_device_train_batch_size: 8,
       learning_rate: 3e-3,
-      num_train_epochs: opts.epochs ?? 4,
+      num_train_epochs: opts.epochs ?? 12,
       lr_scheduler_type: 'cosine',
       warmup_ratio: 0.03,
       weight_decay: 0.01,
