@@ -1,8 +1,9 @@
+import { fastExp } from './fast-exp.js';
 /** SiLU(x) = x·σ(x). */
 export function siluForward(x: Float32Array, out: Float32Array): void {
   for (let i = 0; i < x.length; i++) {
     const v = x[i];
-    out[i] = v / (1 + Math.exp(-v));
+    out[i] = v / (1 + fastExp(-v));
   }
 }
 
@@ -10,7 +11,7 @@ export function siluForward(x: Float32Array, out: Float32Array): void {
 export function siluBackward(x: Float32Array, grad: Float32Array, into: Float32Array): void {
   for (let i = 0; i < x.length; i++) {
     const v = x[i];
-    const s = 1 / (1 + Math.exp(-v));
+    const s = 1 / (1 + fastExp(-v));
     into[i] += grad[i] * s * (1 + v * (1 - s));
   }
 }
@@ -19,7 +20,7 @@ export function siluBackward(x: Float32Array, grad: Float32Array, into: Float32A
 export function swigluForward(gate: Float32Array, up: Float32Array, out: Float32Array): void {
   for (let i = 0; i < gate.length; i++) {
     const g = gate[i];
-    out[i] = (g / (1 + Math.exp(-g))) * up[i];
+    out[i] = (g / (1 + fastExp(-g))) * up[i];
   }
 }
 
@@ -32,7 +33,7 @@ export function swigluBackward(
 ): void {
   for (let i = 0; i < gate.length; i++) {
     const g = gate[i];
-    const s = 1 / (1 + Math.exp(-g));
+    const s = 1 / (1 + fastExp(-g));
     if (upInto) upInto[i] += grad[i] * g * s;
     if (gateInto) gateInto[i] += grad[i] * up[i] * s * (1 + g * (1 - s));
   }

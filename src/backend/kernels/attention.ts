@@ -1,3 +1,4 @@
+import { fastExp } from './fast-exp.js';
 import type { Backend } from '../backend.js';
 
 /**
@@ -58,7 +59,7 @@ function softmaxRows(scores: Float32Array, rows: number, n: number): void {
     }
     let sum = 0;
     for (let j = 0; j < n; j++) {
-      const e = Math.exp(scores[o + j] - max);
+      const e = fastExp(scores[o + j] - max);
       scores[o + j] = e;
       sum += e;
     }

@@ -1,3 +1,4 @@
+import { fastExp } from './fast-exp.js';
 import type { Backend } from '../backend.js';
 
 /** Rows of logits computed at once: bounds the scratch to ~64 MB whatever the vocabulary. */
@@ -58,9 +59,7 @@ export function linearLogprobsForward(
         if (dh) logits.fill(0, o, o + vocab);
         continue;
       }
-      const lse = rowLse(logits, o, vocab);
-      out[r0 + i] = logits[o + t] - lse;
-      if (dh) toLogitGrad(logits, o, vocab, t, lse, 1);
+      out[r0 + i] = dh ? rowToLogitGrad(logits, o, vocab, t, 1) : logits[o + t] - rowLse(logits, o, vocab);
     }
     if (dh) {
       be.gemm({ transA: false, transB: false, m: n, n: hidden, k: vocab, alpha: 1, a: logits, lda: vocab, b: w, ldb: hidden, beta: 0, c: dh.subarray(r0 * hidden), ldc: hidden });
@@ -94,7 +93,7 @@ export function linearLogprobsBackward(
         logits.fill(0, o, o + vocab);
         continue;
       }
-      toLogitGrad(logits, o, vocab, t, rowLse(logits, o, vocab), g);
+      rowToLogitGrad(logits, o, vocab, t, g);
     }
     if (wInto) {
       be.gemm({ transA: true, transB: false, m: vocab, n: hidden, k: n, alpha: 1, a: logits, lda: vocab, b: h.subarray(r0 * hidden), ldb: hidden, beta: 1, c: wInto, ldc: hidden });
@@ -110,12 +109,27 @@ function rowLse(x: Float32Array, o: number, n: number): number {
   let max = -Infinity;
   for (let j = 0; j < n; j++) if (x[o + j] > max) max = x[o + j];
   let sum = 0;
-  for (let j = 0; j < n; j++) sum += Math.exp(x[o + j] - max);
+  for (let j = 0; j < n; j++) sum += fastExp(x[o + j] - max);
   return max + Math.log(sum);
 }
 
-/** Turns one row of logits (log-sum-exp `lse`) into g·(onehot(t) − softmax) in place. */
-function toLogitGrad(logits: Float32Array, o: number, n: number, t: number, lse: number, g: number): void {
-  for (let j = 0; j < n; j++) logits[o + j] = -g * Math.exp(logits[o + j] - lse);
+/**
+ * Turns one row of logits into g·(onehot(t) − softmax) in place and returns log p(t): one
+ * exponential per entry (kept in the row, then scaled), not one for the sum and one for the
+ * gradient — over a 151,936-entry vocabulary that is most of the loss's own time.
+ */
+function rowToLogitGrad(logits: Float32Array, o: number, n: number, t: number, g: number): number {
+  let max = -Infinity;
+  for (let j = 0; j < n; j++) if (logits[o + j] > max) max = logits[o + j];
+  const target = logits[o + t];
+  let sum = 0;
+  for (let j = 0; j < n; j++) {
+    const e = fastExp(logits[o + j] - max);
+    logits[o + j] = e;
+    sum += e;
+  }
+  const k = -g / sum;
+  for (let j = 0; j < n; j++) logits[o + j] *= k;
   logits[o + t] += g;
+  return target - max - Math.log(sum);
 }

@@ -1,3 +1,4 @@
+import { fastExp } from './fast-exp.js';
 /** Log-sum-exp of each row of length `v`. */
 export function rowLogSumExp(x: Float32Array, v: number, out: Float32Array): void {
   const rows = out.length;
@@ -6,7 +7,7 @@ export function rowLogSumExp(x: Float32Array, v: number, out: Float32Array): voi
     let max = -Infinity;
     for (let j = 0; j < v; j++) if (x[o + j] > max) max = x[o + j];
     let sum = 0;
-    for (let j = 0; j < v; j++) sum += Math.exp(x[o + j] - max);
+    for (let j = 0; j < v; j++) sum += fastExp(x[o + j] - max);
     out[r] = max + Math.log(sum);
   }
 }
@@ -40,7 +41,7 @@ export function targetLogprobsBackward(
     if (t < 0 || g === 0) continue;
     const o = r * v;
     const l = lse[r];
-    for (let j = 0; j < v; j++) into[o + j] -= g * Math.exp(x[o + j] - l);
+    for (let j = 0; j < v; j++) into[o + j] -= g * fastExp(x[o + j] - l);
     into[o + t] += g;
   }
 }

@@ -1,3 +1,4 @@
+import { fastExp } from './fast-exp.js';
 /**
  * Element-wise kernels of the preference and RL losses (DPO, reward model, PPO): each forward
  * with its backward beside it. Backwards add into `into`.
@@ -7,7 +8,7 @@
 export function logSigmoidForward(x: Float32Array, out: Float32Array): void {
   for (let i = 0; i < x.length; i++) {
     const v = x[i];
-    out[i] = Math.min(v, 0) - Math.log1p(Math.exp(-Math.abs(v)));
+    out[i] = Math.min(v, 0) - Math.log1p(fastExp(-Math.abs(v)));
   }
 }
 
@@ -18,13 +19,13 @@ export function logSigmoidBackward(x: Float32Array, grad: Float32Array, into: Fl
 
 /** σ(x), stable for large |x|. */
 export function sigmoidOf(v: number): number {
-  if (v >= 0) return 1 / (1 + Math.exp(-v));
-  const e = Math.exp(v);
+  if (v >= 0) return 1 / (1 + fastExp(-v));
+  const e = fastExp(v);
   return e / (1 + e);
 }
 
 export function expForward(x: Float32Array, out: Float32Array): void {
-  for (let i = 0; i < x.length; i++) out[i] = Math.exp(x[i]);
+  for (let i = 0; i < x.length; i++) out[i] = fastExp(x[i]);
 }
 
 /** d eˣ/dx = eˣ, read from the forward's output. */
@@ -61,7 +62,7 @@ export function maximumBackward(a: Float32Array, b: Float32Array, grad: Float32A
 export function log1mexpForward(x: Float32Array, out: Float32Array): void {
   for (let i = 0; i < x.length; i++) {
     const v = x[i];
-    out[i] = v > -Math.LN2 ? Math.log(-Math.expm1(v)) : Math.log1p(-Math.exp(v));
+    out[i] = v > -Math.LN2 ? Math.log(-Math.expm1(v)) : Math.log1p(-fastExp(v));
   }
 }
 
@@ -95,7 +96,7 @@ export function rowEntropy(x: Float32Array, v: number, out: Float32Array): void 
     let s = 0;
     for (let j = 0; j < v; j++) {
       const d = x[o + j] - max;
-      const e = Math.exp(d);
+      const e = fastExp(d);
       z += e;
       s += e * d;
     }

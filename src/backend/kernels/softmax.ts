@@ -1,3 +1,4 @@
+import { fastExp } from './fast-exp.js';
 /** Row-wise softmax over rows of length `n`, numerically stable. */
 export function softmaxForward(x: Float32Array, n: number, out: Float32Array): void {
   const rows = x.length / n;
@@ -7,7 +8,7 @@ export function softmaxForward(x: Float32Array, n: number, out: Float32Array): v
     for (let j = 0; j < n; j++) if (x[o + j] > max) max = x[o + j];
     let sum = 0;
     for (let j = 0; j < n; j++) {
-      const e = Math.exp(x[o + j] - max);
+      const e = fastExp(x[o + j] - max);
       out[o + j] = e;
       sum += e;
     }
