@@ -34,7 +34,10 @@ export function loadPipeline(dir: string, opts: PipelineOptions = {}): Pipeline 
   }
   const tokenizer = Tokenizer.fromFolder(dir);
   const model = loadModel(dir);
-  if (opts.adapter) loadAdapter(model, opts.adapter);
+  if (opts.adapter) {
+    loadAdapter(model, opts.adapter);
+    warnIfStacked(opts.adapter);
+  }
   model.eval();
   return {
     dir,
@@ -68,4 +71,14 @@ function readSamplingDefaults(dir: string): Partial<SamplingOptions> {
   if (typeof g.top_p === 'number') out.topP = g.top_p;
   if (typeof g.repetition_penalty === 'number') out.repetitionPenalty = g.repetition_penalty;
   return out;
+}
+
+/** An adapter trained over another (DPO/PPO after SFT) is only right on a base with that one merged. */
+function warnIfStacked(adapter: string): void {
+  const path = join(adapter, 'base_adapter.json');
+  if (!existsSync(path)) return;
+  const base = readJsonFile(path).base_adapter;
+  console.error(
+    `note: ${adapter} was trained over the adapter ${String(base)}; its answers are right only on a base model with that adapter merged (tunekit export --adapter ${String(base)})`,
+  );
 }

@@ -17,7 +17,7 @@ export const demoCommand: Command = {
 };
 
 export const buildBaseModelCommand: Command = {
-  summary: 'pre-train the built-in tiny Chinese/English base model from the corpus in assets/ (about 15 minutes)',
+  summary: 'pre-train the built-in tiny Chinese/English base model from the corpus in assets/ (5–15 minutes on two cores)',
   async run(argv) {
     const { values } = parseFlags('build-base-model', argv, { out: { type: 'string' }, epochs: { type: 'string' }, help: { type: 'boolean' } });
     if (values.help) {
