@@ -6,32 +6,12 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { format } from 'node:util';
 
-import { main } from '../src/cli/main.js';
 import { initModel } from '../src/io/init-model.js';
 import { loadModel, saveModel } from '../src/io/model-folder.js';
 import { removeDir, tempDir } from './helpers/adapter-fixtures.js';
+import { cli } from './helpers/cli-run.js';
 
-/** Runs `main` with console and process output captured. */
-async function cli(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const saved = { log: console.log, error: console.error, warn: console.warn, out: process.stdout.write, err: process.stderr.write };
-  console.log = (...a: unknown[]) => void out.push(`${format(...a)}\n`);
-  console.error = (...a: unknown[]) => void err.push(`${format(...a)}\n`);
-  console.warn = console.error;
-  process.stdout.write = ((chunk: string | Uint8Array) => out.push(String(chunk)) > 0) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => err.push(String(chunk)) > 0) as typeof process.stderr.write;
-  try {
-    const code = await main(argv);
-    return { code, stdout: out.join(''), stderr: err.join('') };
-  } finally {
-    Object.assign(console, { log: saved.log, error: saved.error, warn: saved.warn });
-    process.stdout.write = saved.out;
-    process.stderr.write = saved.err;
-  }
-}
 
 let root: string;
 let good: string;

@@ -7,9 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { format } from 'node:util';
 
-import { main } from '../src/cli/main.js';
 import { generate } from '../src/infer/generate.js';
 import { sequenceLogprob } from '../src/infer/logprobs.js';
 import { encodeChatPrompt, loadPipeline } from '../src/infer/pipeline.js';
@@ -17,32 +15,9 @@ import type { Pipeline } from '../src/infer/pipeline.js';
 import { GREEDY } from '../src/infer/sampling.js';
 import { PRESET_NAMES } from '../src/models/presets.js';
 import { removeDir, tempDir } from './helpers/adapter-fixtures.js';
+import { cli, type CliRun } from './helpers/cli-run.js';
 
-interface CliRun {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
-/** Runs `main` with console and process output captured. */
-async function cli(...argv: string[]): Promise<CliRun> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const saved = { log: console.log, error: console.error, warn: console.warn, out: process.stdout.write, err: process.stderr.write };
-  console.log = (...a: unknown[]) => void out.push(`${format(...a)}\n`);
-  console.error = (...a: unknown[]) => void err.push(`${format(...a)}\n`);
-  console.warn = console.error;
-  process.stdout.write = ((chunk: string | Uint8Array) => out.push(String(chunk)) > 0) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => err.push(String(chunk)) > 0) as typeof process.stderr.write;
-  try {
-    const code = await main(argv);
-    return { code, stdout: out.join(''), stderr: err.join('') };
-  } finally {
-    Object.assign(console, { log: saved.log, error: saved.error, warn: saved.warn });
-    process.stdout.write = saved.out;
-    process.stderr.write = saved.err;
-  }
-}
 
 /** A user's mistake: exit 2, nothing on stdout, one line on stderr, no stack trace. */
 function assertOneLineError(r: CliRun, pattern: RegExp): void {
