@@ -2,6 +2,7 @@ import { UserError } from '../errors.js';
 import type { Backend } from './backend.js';
 import { BlasBackend } from './blas.js';
 import { JsBackend } from './js.js';
+import { keepFreedMemory } from './malloc-policy.js';
 
 export type BackendName = 'js' | 'blas';
 
@@ -17,10 +18,12 @@ export function openBackend(name: BackendName): Backend {
 
 /**
  * The process-wide default: `TUNEKIT_BACKEND` when set, otherwise BLAS when a library loads,
- * otherwise the portable JavaScript backend.
+ * otherwise the portable JavaScript backend. Opening it also sets the allocator policy the
+ * engine's per-step allocations need (see `malloc-policy.ts`).
  */
 export function backend(): Backend {
   if (current) return current;
+  keepFreedMemory();
   const forced = process.env.TUNEKIT_BACKEND;
   if (forced !== undefined && forced !== '') {
     if (forced !== 'js' && forced !== 'blas') {

@@ -1,4 +1,5 @@
 import os from 'node:os';
+import { keepFreedMemory } from '../../backend/malloc-policy.js';
 import { backend } from '../../backend/select.js';
 import { parseFlags } from '../args.js';
 import type { Command } from '../main.js';
@@ -10,6 +11,7 @@ export function environmentFacts(): Record<string, string | number | null> {
     blas_library: info.libraryPath,
     blas_threads: info.backend === 'blas' ? info.threads : null,
     blas_config: info.config,
+    allocator: keepFreedMemory(),
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
     cores: os.availableParallelism(),
@@ -22,7 +24,7 @@ export const envCommand: Command = {
   run(argv) {
     const { values } = parseFlags('env', argv, { json: { type: 'boolean' }, help: { type: 'boolean' } });
     if (values.help) {
-      console.log('usage: tunekit env [--json]\n\nTUNEKIT_BACKEND=js|blas forces a backend; TUNEKIT_BLAS_LIB names a BLAS library to load.');
+      console.log('usage: tunekit env [--json]\n\nTUNEKIT_BACKEND=js|blas forces a backend; TUNEKIT_BLAS_LIB names a BLAS library to load;\nTUNEKIT_KEEP_FREED_MEMORY=0 lets glibc return freed memory to the system at once.');
       return 0;
     }
     const facts = environmentFacts();
