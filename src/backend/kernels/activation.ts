@@ -1,3 +1,4 @@
+import { simd } from '../wasm/simd.js';
 import { fastExp } from './fast-exp.js';
 /** SiLU(x) = x·σ(x). */
 export function siluForward(x: Float32Array, out: Float32Array): void {
@@ -18,6 +19,8 @@ export function siluBackward(x: Float32Array, grad: Float32Array, into: Float32A
 
 /** SwiGLU: out = SiLU(gate) · up, the Llama MLP's middle step, fused to avoid two temporaries. */
 export function swigluForward(gate: Float32Array, up: Float32Array, out: Float32Array): void {
+  const vector = simd();
+  if (vector) return vector.swigluForward(gate, up, out);
   for (let i = 0; i < gate.length; i++) {
     const g = gate[i];
     out[i] = (g / (1 + fastExp(-g))) * up[i];
@@ -31,6 +34,8 @@ export function swigluBackward(
   gateInto: Float32Array | null,
   upInto: Float32Array | null,
 ): void {
+  const vector = simd();
+  if (vector) return vector.swigluBackward(gate, up, grad, gateInto, upInto);
   for (let i = 0; i < gate.length; i++) {
     const g = gate[i];
     const s = 1 / (1 + fastExp(-g));

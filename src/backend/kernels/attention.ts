@@ -1,3 +1,4 @@
+import { simd } from '../wasm/simd.js';
 import { fastExp } from './fast-exp.js';
 import type { Backend } from '../backend.js';
 
@@ -49,6 +50,13 @@ function maskScores(s: AttentionShape, b: number, scores: Float32Array): void {
 
 /** Softmax of each row in place; a row with no visible key becomes all zeros. */
 function softmaxRows(scores: Float32Array, rows: number, n: number): void {
+  const vector = simd();
+  if (vector) {
+    for (let r = 0; r < rows; r++) {
+      if (vector.expScaleRow(scores, r * n, n, (sum) => 1 / sum).max === -Infinity) scores.fill(0, r * n, (r + 1) * n);
+    }
+    return;
+  }
   for (let r = 0; r < rows; r++) {
     const o = r * n;
     let max = -Infinity;

@@ -1,3 +1,4 @@
+import { simd } from '../wasm/simd.js';
 import { fastExp } from './fast-exp.js';
 import type { Backend } from '../backend.js';
 
@@ -106,6 +107,8 @@ export function linearLogprobsBackward(
 
 /** log Σ exp over x[o, o+n), shifted by the row's max. */
 function rowLse(x: Float32Array, o: number, n: number): number {
+  const vector = simd();
+  if (vector) return vector.logSumExpRow(x, o, n);
   let max = -Infinity;
   for (let j = 0; j < n; j++) if (x[o + j] > max) max = x[o + j];
   let sum = 0;
@@ -119,6 +122,13 @@ function rowLse(x: Float32Array, o: number, n: number): number {
  * gradient — over a 151,936-entry vocabulary that is most of the loss's own time.
  */
 function rowToLogitGrad(logits: Float32Array, o: number, n: number, t: number, g: number): number {
+  const vector = simd();
+  if (vector) {
+    const target = logits[o + t];
+    const { max, sum } = vector.expScaleRow(logits, o, n, (sum) => -g / sum);
+    logits[o + t] += g;
+    return target - max - Math.log(sum);
+  }
   let max = -Infinity;
   for (let j = 0; j < n; j++) if (logits[o + j] > max) max = logits[o + j];
   const target = logits[o + t];

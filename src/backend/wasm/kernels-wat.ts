@@ -1,0 +1,116 @@
+/**
+ * Source of the WebAssembly SIMD kernels (four float32 lanes), assembled at load time by wabt in
+ * `simd.ts`. The text is built here so that the exponential is written once and inlined into each
+ * loop: V8 does not inline wasm calls, and a call per vector costs as much as the exponential.
+ *
+ * Every function reads and writes the module's own memory at byte offsets its caller chose;
+ * counts are in elements and a multiple of 4 (the caller pads). ASCII only: wabt's parser counts
+ * bytes, not characters.
+ */
+
+/** Four equal float32 lanes. */
+const f = (v: number | string): string => `(v128.const f32x4 ${v} ${v} ${v} ${v})`;
+const i4 = (v: number): string => `(v128.const i32x4 ${v} ${v} ${v} ${v})`;
+
+/** Locals `exp` uses; declare them in every function that inlines it. */
+const EXP_LOCALS = '(local $ex v128) (local $ec v128) (local $en v128) (local $er v128) (local $ey v128) (local $ek v128) (local $eh v128)';
+
+/**
+ * Statements setting local $ey = e^$ex: 2^n * p(r) with n = round(x*log2(e)) and r = x - n*ln2
+ * (ln2 in two parts, so r is exact), p of degree 7 (Cephes' expf), within about 1 ulp of float32.
+ * 2^n is two factors 2^floor(n/2) * 2^(n - floor(n/2)) so that n = 128 needs no special case.
+ * Results that would be subnormal are 0 (none reach the matrix products), results above the
+ * largest float are +inf, and NaN stays NaN (pmin/pmax keep it, both compares are false).
+ */
+const EXP = `
+    (local.set $ec (f32x4.pmax (f32x4.pmin (local.get $ex) ${f(88.72283)}) ${f(-87.3)}))
+    (local.set $en (f32x4.floor (f32x4.add (f32x4.mul (local.get $ec) ${f(1.4426950408889634)}) ${f(0.5)})))
+    (local.set $er (f32x4.sub (f32x4.sub (local.get $ec) (f32x4.mul (local.get $en) ${f(0.693359375)}))
+      (f32x4.mul (local.get $en) ${f(-2.12194440e-4)})))
+    (local.set $ey (f32x4.add (f32x4.mul ${f(1.98756915e-4)} (local.get $er)) ${f(1.39819995e-3)}))
+    (local.set $ey (f32x4.add (f32x4.mul (local.get $ey) (local.get $er)) ${f(8.33345191e-3)}))
+    (local.set $ey (f32x4.add (f32x4.mul (local.get $ey) (local.get $er)) ${f(4.16657959e-2)}))
+    (local.set $ey (f32x4.add (f32x4.mul (local.get $ey) (local.get $er)) ${f(1.66666655e-1)}))
+    (local.set $ey (f32x4.add (f32x4.mul (local.get $ey) (local.get $er)) ${f(5.00000012e-1)}))
+    (local.set $ey (f32x4.add (f32x4.add (f32x4.mul (local.get $ey) (f32x4.mul (local.get $er) (local.get $er))) (local.get $er)) ${f(1)}))
+    (local.set $ek (i32x4.trunc_sat_f32x4_s (local.get $en)))
+    (local.set $eh (i32x4.shr_s (local.get $ek) (i32.const 1)))
+    (local.set $ey (f32x4.mul (f32x4.mul (local.get $ey)
+        (i32x4.shl (i32x4.add (local.get $eh) ${i4(127)}) (i32.const 23)))
+        (i32x4.shl (i32x4.add (i32x4.sub (local.get $ek) (local.get $eh)) ${i4(127)}) (i32.const 23))))
+    (local.set $ey (v128.andnot (local.get $ey) (f32x4.lt (local.get $ex) ${f(-87.3)})))
+    (local.set $ey (v128.bitselect ${f('inf')} (local.get $ey) (f32x4.gt (local.get $ex) ${f(88.72283)})))`;
+
+/** A loop over i = 0, 4, 8, ... < $n with $off = 4*i, running `body`. */
+const loop = (body: string): string => `
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $off (i32.shl (local.get $i) (i32.const 2)))
+        ${body}
+        (local.set $i (i32.add (local.get $i) (i32.const 4)))
+        (br $next)))`;
+
+const at = (base: string): string => `(i32.add (local.get ${base}) (local.get $off))`;
+
+export const KERNELS_WAT = `
+(module
+  (memory (export "memory") 1)
+
+  ;; out = SiLU(gate) * up = gate * up / (1 + e^-gate)
+  (func (export "swiglu_forward") (param $gate i32) (param $up i32) (param $out i32) (param $n i32)
+    (local $i i32) (local $off i32) (local $g v128) ${EXP_LOCALS}
+    ${loop(`
+      (local.set $g (v128.load ${at('$gate')}))
+      (local.set $ex (f32x4.neg (local.get $g)))
+      ${EXP}
+      (v128.store ${at('$out')}
+        (f32x4.mul (f32x4.div (local.get $g) (f32x4.add ${f(1)} (local.get $ey))) (v128.load ${at('$up')})))`)})
+
+  ;; with s = sigmoid(gate): upInto += grad * gate * s; gateInto += grad * up * s * (1 + gate * (1 - s))
+  (func (export "swiglu_backward") (param $gate i32) (param $up i32) (param $grad i32) (param $gateInto i32) (param $upInto i32) (param $n i32)
+    (local $i i32) (local $off i32) (local $g v128) (local $d v128) (local $s v128) ${EXP_LOCALS}
+    ${loop(`
+      (local.set $g (v128.load ${at('$gate')}))
+      (local.set $d (v128.load ${at('$grad')}))
+      (local.set $ex (f32x4.neg (local.get $g)))
+      ${EXP}
+      (local.set $s (f32x4.div ${f(1)} (f32x4.add ${f(1)} (local.get $ey))))
+      (v128.store ${at('$upInto')}
+        (f32x4.add (v128.load ${at('$upInto')}) (f32x4.mul (local.get $d) (f32x4.mul (local.get $g) (local.get $s)))))
+      (v128.store ${at('$gateInto')}
+        (f32x4.add (v128.load ${at('$gateInto')})
+          (f32x4.mul (f32x4.mul (f32x4.mul (local.get $d) (v128.load ${at('$up')})) (local.get $s))
+            (f32x4.add ${f(1)} (f32x4.mul (local.get $g) (f32x4.sub ${f(1)} (local.get $s)))))))`)})
+
+  ;; max of x[0, n), -inf for none; NaN entries are skipped (pmax keeps the running max).
+  (func (export "max") (param $x i32) (param $n i32) (result f32)
+    (local $i i32) (local $off i32) (local $m v128) (local $best f32)
+    (local.set $m ${f('-inf')})
+    ${loop(`(local.set $m (f32x4.pmax (local.get $m) (v128.load ${at('$x')})))`)}
+    (local.set $best (f32x4.extract_lane 0 (local.get $m)))
+    (local.set $best (select (f32x4.extract_lane 1 (local.get $m)) (local.get $best) (f32.gt (f32x4.extract_lane 1 (local.get $m)) (local.get $best))))
+    (local.set $best (select (f32x4.extract_lane 2 (local.get $m)) (local.get $best) (f32.gt (f32x4.extract_lane 2 (local.get $m)) (local.get $best))))
+    (select (f32x4.extract_lane 3 (local.get $m)) (local.get $best) (f32.gt (f32x4.extract_lane 3 (local.get $m)) (local.get $best))))
+
+  ;; x = e^(x - shift) in place; returns the sum, accumulated in float64.
+  (func (export "exp_shift_sum") (param $x i32) (param $n i32) (param $shift f32) (result f64)
+    (local $i i32) (local $off i32) (local $sh v128) (local $lo v128) (local $hi v128) ${EXP_LOCALS}
+    (local.set $sh (f32x4.splat (local.get $shift)))
+    ${loop(`
+      (local.set $ex (f32x4.sub (v128.load ${at('$x')}) (local.get $sh)))
+      ${EXP}
+      (v128.store ${at('$x')} (local.get $ey))
+      (local.set $lo (f64x2.add (local.get $lo) (f64x2.promote_low_f32x4 (local.get $ey))))
+      (local.set $hi (f64x2.add (local.get $hi)
+        (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $ey) (local.get $ey)))))`)}
+    (local.set $lo (f64x2.add (local.get $lo) (local.get $hi)))
+    (f64.add (f64x2.extract_lane 0 (local.get $lo)) (f64x2.extract_lane 1 (local.get $lo))))
+
+  ;; x *= k
+  (func (export "scale") (param $x i32) (param $n i32) (param $k f32)
+    (local $i i32) (local $off i32) (local $kv v128)
+    (local.set $kv (f32x4.splat (local.get $k)))
+    ${loop(`(v128.store ${at('$x')} (f32x4.mul (v128.load ${at('$x')}) (local.get $kv)))`)})
+)
+`;

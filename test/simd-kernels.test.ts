@@ -1,0 +1,134 @@
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { swigluBackward, swigluForward } from '../src/backend/kernels/activation.js';
+import { simd, simdAvailable, useSimd } from '../src/backend/wasm/simd.js';
+import { Rng } from '../src/tensor/random.js';
+
+const wasOn = simd() !== null;
+after(() => useSimd(wasOn));
+
+/** Runs `fn` with the SIMD kernels on or off and returns its result. */
+function withSimd<T>(on: boolean, fn: () => T): T {
+  useSimd(on);
+  try {
+    return fn();
+  } finally {
+    useSimd(wasOn);
+  }
+}
+
+function assertClose(actual: Float32Array, expected: Float32Array | Float64Array, rel: number, what: string): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  for (let i = 0; i < actual.length; i++) {
+    const a = actual[i];
+    const e = expected[i];
+    if (Number.isNaN(e)) {
+      assert.ok(Number.isNaN(a), `${what}[${i}]: ${a}, expected NaN`);
+      continue;
+    }
+    const tol = rel * Math.max(1, Math.abs(e));
+    assert.ok(Math.abs(a - e) <= tol, `${what}[${i}]: ${a}, expected ${e} (±${tol})`);
+  }
+}
+
+/** Values across SwiGLU's interesting range, with saturating ends. */
+function gateValues(n: number, rng: Rng): Float32Array {
+  const edges = [0, -0, 1e-30, -1e-30, 50, -50, 95, -95, 200, -200];
+  return Float32Array.from({ length: n }, (_, i) => (i < edges.length ? edges[i] : (rng.uniform() - 0.5) * 16));
+}
+
+describe('WebAssembly SIMD kernels', { skip: !simdAvailable() && 'WebAssembly SIMD unavailable' }, () => {
+  // Lengths around the 4-lane padding and the 16384-element chunk.
+  const lengths = [1, 3, 4, 5, 17, 16383, 16384, 16389, 40000];
+
+  it('SwiGLU forward equals the scalar kernel for every length', () => {
+    const rng = new Rng(3);
+    for (const n of lengths) {
+      const gate = gateValues(n, rng);
+      const up = Float32Array.from({ length: n }, () => rng.uniform() * 4 - 2);
+      const scalar = withSimd(false, () => {
+        const out = new Float32Array(n);
+        swigluForward(gate, up, out);
+        return out;
+      });
+      const vector = withSimd(true, () => {
+        const out = new Float32Array(n);
+        swigluForward(gate, up, out);
+        return out;
+      });
+      assertClose(vector, scalar, 5e-7, `swiglu forward n=${n}`);
+    }
+  });
+
+  it('SwiGLU backward accumulates like the scalar kernel, with either gradient absent', () => {
+    const rng = new Rng(4);
+    for (const n of lengths) {
+      const gate = gateValues(n, rng);
+      const up = Float32Array.from({ length: n }, () => rng.uniform() * 4 - 2);
+      const grad = Float32Array.from({ length: n }, () => rng.uniform() - 0.5);
+      const start = Float32Array.from({ length: n }, () => rng.uniform());
+      for (const which of ['both', 'gate', 'up'] as const) {
+        const run = (on: boolean): [Float32Array | null, Float32Array | null] =>
+          withSimd(on, () => {
+            const g = which === 'up' ? null : start.slice();
+            const u = which === 'gate' ? null : start.slice();
+            swigluBackward(gate, up, grad, g, u);
+            return [g, u];
+          });
+        const [sg, su] = run(false);
+        const [vg, vu] = run(true);
+        if (sg && vg) assertClose(vg, sg, 1e-6, `swiglu d/dgate n=${n} (${which})`);
+        if (su && vu) assertClose(vu, su, 1e-6, `swiglu d/dup n=${n} (${which})`);
+      }
+    }
+  });
+
+  it('softmax rows match a float64 reference, masked and padded entries included', () => {
+    const kernels = withSimd(true, () => simd());
+    assert.ok(kernels);
+    const rng = new Rng(5);
+    // 151,936 entries (Qwen's vocabulary) makes the module grow its memory.
+    for (const n of [1, 2, 7, 64, 1001, 151936]) {
+      const row = Float32Array.from({ length: n }, () => (rng.uniform() - 0.5) * 40);
+      if (n > 2) row[1] = -Infinity;
+      const max = row.reduce((a, b) => Math.max(a, b), -Infinity);
+      let sum = 0;
+      for (const v of row) sum += Math.exp(v - max);
+      const expected = Float64Array.from(row, (v) => Math.exp(v - max) / sum);
+      const padded = new Float32Array(n + 6).fill(7);
+      padded.set(row, 3);
+      const got = kernels.expScaleRow(padded, 3, n, (s) => 1 / s);
+      assert.equal(got.max, Math.fround(max));
+      assert.ok(Math.abs(got.sum - sum) <= 1e-6 * sum, `sum ${got.sum}, expected ${sum}`);
+      assertClose(padded.subarray(3, 3 + n), expected, 2e-7, `softmax n=${n}`);
+      assert.deepEqual([...padded.subarray(0, 3), ...padded.subarray(3 + n)], [7, 7, 7, 7, 7, 7], 'neighbours untouched');
+      const lse = kernels.logSumExpRow(row, 0, n);
+      assert.ok(Math.abs(lse - (max + Math.log(sum))) <= 1e-6 * Math.max(1, Math.abs(lse)), `lse ${lse}`);
+    }
+  });
+
+  it('the exponential is within float32 rounding down to e^-87.3, 0 below it, NaN kept', () => {
+    const kernels = withSimd(true, () => simd());
+    assert.ok(kernels);
+    const xs: number[] = [];
+    for (let x = -87.2; x <= 88.7; x += 0.0371) xs.push(x);
+    xs.push(0, -0, -100, -1e30, -Infinity);
+    const row = new Float32Array(xs.length + 2);
+    row.set(xs.map((x) => x - 89), 0); // all below the row's max, 0, so none is shifted
+    row[xs.length] = 0;
+    row[xs.length + 1] = Number.NaN;
+    kernels.expScaleRow(row, 0, row.length, () => 1);
+    for (let i = 0; i < xs.length; i++) {
+      const x = Math.fround(xs[i] - 89);
+      const e = Math.exp(x);
+      if (x < -87.3) assert.equal(row[i], 0, `e^${x} flushes to 0`);
+      else assert.ok(Math.abs(row[i] - e) <= 2.5e-7 * e, `e^${x} = ${row[i]}, expected ${e}`);
+    }
+    assert.ok(Number.isNaN(row[xs.length + 1]), 'NaN stays NaN');
+  });
+
+  it('TUNEKIT_SIMD=0 and useSimd(false) leave the scalar kernels in place', () => {
+    assert.equal(withSimd(false, () => simd()), null);
+    assert.equal(useSimd(true), true);
+  });
+});
