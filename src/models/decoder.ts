@@ -2,8 +2,9 @@ import { attentionForward } from '../backend/kernels/attention.js';
 import { backend } from '../backend/select.js';
 import { Embedding, Linear, ModuleList, RMSNorm } from '../nn/layers.js';
 import type { LinearLike } from '../nn/layers.js';
+import { LoraLinear } from '../nn/lora.js';
 import { Module } from '../nn/module.js';
-import { add, attention, linear, reshape, rope, swiglu, RopeTables } from '../tensor/index.js';
+import { add, attention, checkpoint, linear, reshape, rope, swiglu, RopeTables } from '../tensor/index.js';
 import { Tensor, isGradEnabled } from '../tensor/tensor.js';
 import type { DecoderConfig } from './config.js';
 import type { KVCache } from './kv-cache.js';
@@ -149,6 +150,12 @@ export class CausalLM extends Module {
   readonly model: DecoderModel;
   readonly lm_head: Linear | null;
   readonly ropeTables: RopeTables;
+  /**
+   * Activation checkpointing (`gradient_checkpointing`): while a graph is recorded, each layer
+   * keeps only its input and is run again in backward. Same gradients, less memory, one more
+   * forward per step. The trainer sets it from the config.
+   */
+  gradientCheckpointing = false;
 
   constructor(readonly config: DecoderConfig) {
     super();
@@ -163,9 +170,33 @@ export class CausalLM extends Module {
     if (input.ids.length !== B * T) throw new Error(`forward: ${input.ids.length} ids for ${B}×${T} tokens`);
     const positions = input.positions ?? defaultPositions(B, T, input.cache?.length ?? 0);
     let x = this.model.embed_tokens.forward(input.ids, [B, T]);
-    for (const layer of this.model.layers.items) x = layer.forward(x, input, positions, this.ropeTables);
+    for (const layer of this.model.layers.items) x = this.layerForward(layer, x, input, positions);
     if (input.cache) input.cache.advance(T);
     return this.model.norm.forward(x);
+  }
+
+  /**
+   * One layer, through `checkpoint` when `gradientCheckpointing` is on. The recomputation draws
+   * the same LoRA dropout masks: each adapter is pinned to the generator it used in the forward,
+   * which `checkpoint` restarts from the same state. A layer with no trainable parameter whose
+   * input needs no gradient (below the lowest trainable one) is neither kept nor recomputed.
+   */
+  private layerForward(layer: DecoderLayer, x: Tensor, input: DecoderInput, positions: Int32Array): Tensor {
+    const tables = this.ropeTables;
+    // A KV cache is for inference, where no graph is recorded; running it twice would write twice.
+    if (!this.gradientCheckpointing || input.cache) return layer.forward(x, input, positions, tables);
+    const adapters = [...layer.namedModules()].map(([, m]) => m).filter((m): m is LoraLinear => m instanceof LoraLinear);
+    const rngs = adapters.map((a) => a.dropoutRng);
+    const run = (h: Tensor): Tensor => {
+      const before = adapters.map((a) => a.dropoutRng);
+      adapters.forEach((a, i) => (a.dropoutRng = rngs[i]));
+      try {
+        return layer.forward(h, input, positions, tables);
+      } finally {
+        adapters.forEach((a, i) => (a.dropoutRng = before[i]));
+      }
+    };
+    return checkpoint(run, [x], { params: layer.parameters(), rngs });
   }
 
   /** The output head's weight: lm_head, or the embedding matrix when tied. */

@@ -1,3 +1,9 @@
+/** Where an `Rng` stands: restoring it replays the same draws from there. */
+export interface RngState {
+  readonly s: readonly [number, number, number, number];
+  readonly spare: number | null;
+}
+
 /**
  * A small seeded generator (xoshiro128**) so that weight init, dropout, data shuffling and
  * sampling repeat exactly for a given seed.
@@ -23,6 +29,17 @@ export class Rng {
     this.s1 = next();
     this.s2 = next();
     this.s3 = next();
+  }
+
+  /** The current state (PyTorch's get_rng_state); see `setState`. */
+  getState(): RngState {
+    return { s: [this.s0, this.s1, this.s2, this.s3], spare: this.spare };
+  }
+
+  /** Returns to a state from `getState`, so the draws after it repeat exactly. */
+  setState(state: RngState): void {
+    [this.s0, this.s1, this.s2, this.s3] = state.s;
+    this.spare = state.spare;
   }
 
   /** Uniform integer in [0, 2³²). */

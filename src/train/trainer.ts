@@ -9,6 +9,7 @@ import type { Tensor } from '../tensor/tensor.js';
 import { AdamW, clipGradNorm } from './adamw.js';
 import { latestCheckpoint, readOptimizerState, readTrainerState, writeCheckpoint } from './checkpoint.js';
 import type { TrainerState } from './checkpoint.js';
+import { gradientCheckpointingOn } from './config.js';
 import type { TrainConfig } from './config.js';
 import type { LabelledBatch } from './loss.js';
 import { countTargets } from './loss.js';
@@ -145,10 +146,14 @@ export async function train<B extends TrainBatch = LabelledBatch>(input: Trainer
     log(`interrupted: saved ${dir}; continue with resume_from_checkpoint: ${dir}`);
     return finish(true);
   };
+  const checkpointingBefore = model.gradientCheckpointing;
   // Installed inside the try, so that the finally removes them on every way out.
   try {
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    // Every stage's forward with grad goes through model.hidden, which honours this flag.
+    model.gradientCheckpointing = gradientCheckpointingOn(c);
+    if (model.gradientCheckpointing) log('gradient checkpointing: on (each layer keeps its input and is recomputed in backward)');
     const lora = loraLayers(model);
     model.train();
     while (state.global_step < totalSteps) {
@@ -238,6 +243,7 @@ export async function train<B extends TrainBatch = LabelledBatch>(input: Trainer
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    model.gradientCheckpointing = checkpointingBefore;
     model.eval();
   }
 
