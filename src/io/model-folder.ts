@@ -5,6 +5,8 @@ import { readJsonFile } from '../json-file.js';
 import { parseDecoderConfig } from '../models/config.js';
 import type { DecoderConfig } from '../models/config.js';
 import { CausalLM } from '../models/decoder.js';
+import { isBaseLinearWeight } from '../nn/base-dtype.js';
+import type { BaseDtype } from '../nn/base-dtype.js';
 import type { WritableDtype } from './safetensors.js';
 import { openWeights, saveWeights } from './weights.js';
 
@@ -28,11 +30,20 @@ export function readModelConfig(dir: string): DecoderConfig {
   return parseDecoderConfig(readJsonFile(path), path);
 }
 
+export interface LoadModelOptions {
+  /**
+   * `bf16`: the decoder blocks' linear weights are stored as bf16 and frozen (see
+   * `nn/base-dtype.ts`); a BF16 checkpoint's bits are kept as they are, others are rounded.
+   */
+  baseDtype?: BaseDtype;
+}
+
 /**
  * Builds the model a Hugging Face folder describes and loads its weights, checking every
  * tensor's presence and shape against config.json.
  */
-export function loadModel(dir: string): CausalLM {
+export function loadModel(dir: string, opts: LoadModelOptions = {}): CausalLM {
+  const bf16 = opts.baseDtype === 'bf16';
   const config = readModelConfig(dir);
   const model = new CausalLM(config);
   const weights = openWeights(dir);
@@ -46,7 +57,12 @@ export function loadModel(dir: string): CausalLM {
           `tensor "${name}" has shape [${info.shape.join(', ')}] but config.json implies [${param.shape.join(', ')}]`,
         );
       }
-      param.data = weights.get(name);
+      if (bf16 && isBaseLinearWeight(name, param.shape)) {
+        param.requiresGrad = false;
+        param.setBf16(weights.getBf16(name));
+      } else {
+        param.data = weights.get(name);
+      }
     }
   } finally {
     weights.close();
@@ -68,7 +84,8 @@ export function saveModel(model: CausalLM, dir: string, opts: SaveModelOptions =
   const torchDtype = { F32: 'float32', BF16: 'bfloat16', F16: 'float16' }[dtype];
   const config = { ...model.config.raw, torch_dtype: torchDtype };
   writeJsonAtomic(join(dir, 'config.json'), config);
-  const tensors = [...model.namedParameters()].map(([name, t]) => ({ name, shape: t.shape, data: t.data }));
+  // A weight kept as bf16 is handed over as its bits: written as they are, or widened per chunk.
+  const tensors = [...model.namedParameters()].map(([name, t]) => ({ name, shape: t.shape, data: t.bf16 ?? t.data }));
   saveWeights(dir, tensors, { dtype, maxShardBytes: opts.maxShardBytes });
   if (opts.copyFrom) copyTokenizerFiles(opts.copyFrom, dir);
 }

@@ -9,6 +9,7 @@
  */
 import * as fs from 'node:fs';
 import { FileFormatError } from '../errors.js';
+import { narrowToBf16 } from '../backend/kernels/bf16.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './dtype.js';
 
 /** Bytes per element of every byte-sized dtype the format defines. */
@@ -51,6 +52,12 @@ export interface SafetensorsFile {
   info(name: string): TensorInfo;
   /** The tensor converted to float32, read from disk now. */
   get(name: string): Float32Array;
+  /**
+   * The tensor as bfloat16 bit patterns: a BF16 tensor's bytes as stored; F32 read and rounded
+   * (to nearest even) a chunk at a time, so no float32 copy of the whole tensor is made; other
+   * float dtypes through `get`.
+   */
+  getBf16(name: string): Uint16Array;
   /** The tensor's bytes as stored (little-endian), in a fresh, aligned buffer. */
   getRaw(name: string): { dtype: Dtype; shape: number[]; bytes: Uint8Array };
   /** Releases the file descriptor; later reads throw. */
@@ -191,6 +198,23 @@ class OpenSafetensors implements SafetensorsFile {
     return toFloat32(entry.dtype, this.readBytes(entry).buffer as ArrayBuffer);
   }
 
+  getBf16(name: string): Uint16Array {
+    const entry = this.entry(name);
+    if (!HOST_IS_LITTLE_ENDIAN) throw new Error('tunekit reads safetensors only on little-endian machines');
+    if (entry.dtype === 'BF16') return new Uint16Array(this.readBytes(entry).buffer);
+    if (entry.dtype !== 'F32') return narrowToBf16(this.get(name));
+    if (this.fd === null) throw new Error(`${this.path}: read after close()`);
+    const n = (entry.end - entry.begin) / 4;
+    const out = new Uint16Array(n);
+    const chunk = new Float32Array(Math.min(n, CONVERT_CHUNK));
+    for (let start = 0; start < n; start += chunk.length) {
+      const part = chunk.subarray(0, Math.min(chunk.length, n - start));
+      readInto(this.fd, new Uint8Array(part.buffer, 0, part.byteLength), entry.begin + start * 4);
+      narrowToBf16(part, out.subarray(start, start + part.length));
+    }
+    return out;
+  }
+
   close(): void {
     if (this.fd !== null) fs.closeSync(this.fd);
     this.fd = null;
@@ -236,7 +260,12 @@ function toFloat32(dtype: Dtype, buffer: ArrayBuffer): Float32Array {
  * any typed-array view, unlike a slice of Node's shared Buffer pool.
  */
 function readExactly(fd: number, position: number, length: number): Uint8Array {
-  const bytes = new Uint8Array(new ArrayBuffer(length));
+  return readInto(fd, new Uint8Array(new ArrayBuffer(length)), position);
+}
+
+/** Fills `bytes` from the file at `position`. */
+function readInto(fd: number, bytes: Uint8Array, position: number): Uint8Array {
+  const length = bytes.length;
   let done = 0;
   while (done < length) {
     const n = fs.readSync(fd, bytes, done, Math.min(length - done, IO_CHUNK_BYTES), position + done);
@@ -260,7 +289,8 @@ function isNonNegativeInteger(value: unknown): value is number {
 export interface TensorToWrite {
   name: string;
   shape: readonly number[];
-  data: Float32Array;
+  /** float32 values, or bfloat16 bit patterns (a weight kept as bf16 in memory) as a Uint16Array */
+  data: Float32Array | Uint16Array;
   /** stored dtype; F32 when absent */
   dtype?: WritableDtype;
 }
@@ -338,6 +368,10 @@ function checkWritable(path: string, t: TensorToWrite, seen: Set<string>): void 
 
 function writeTensorData(fd: number, t: TensorToWrite, scratch: Uint16Array): void {
   const dtype = t.dtype ?? 'F32';
+  if (t.data instanceof Uint16Array) {
+    writeBf16Data(fd, t.data, dtype, scratch);
+    return;
+  }
   if (dtype === 'F32') {
     writeAll(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
     return;
@@ -347,6 +381,21 @@ function writeTensorData(fd: number, t: TensorToWrite, scratch: Uint16Array): vo
     const src = t.data.subarray(start, start + scratch.length);
     const dst = convert(src, scratch.subarray(0, src.length));
     writeAll(fd, new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength));
+  }
+}
+
+/** bf16 bit patterns: written as they are for BF16, else widened a chunk at a time and converted. */
+function writeBf16Data(fd: number, data: Uint16Array, dtype: WritableDtype, scratch: Uint16Array): void {
+  if (dtype === 'BF16') {
+    writeAll(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    return;
+  }
+  const wide = new Float32Array(Math.min(scratch.length, data.length));
+  for (let start = 0; start < data.length; start += wide.length) {
+    const part = data.subarray(start, start + wide.length);
+    const f32 = bf16ToF32(part, wide.subarray(0, part.length));
+    const out = dtype === 'F32' ? f32 : f32ToF16(f32, scratch.subarray(0, part.length));
+    writeAll(fd, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
   }
 }
 

@@ -33,6 +33,8 @@ export interface WeightSource {
   info(name: string): TensorInfo;
   /** The tensor converted to float32, read from disk now. */
   get(name: string): Float32Array;
+  /** The tensor as bf16 bit patterns (see `SafetensorsFile.getBf16`), read from disk now. */
+  getBf16(name: string): Uint16Array;
   /** Closes every shard. */
   close(): void;
 }
@@ -113,6 +115,10 @@ class FolderWeights implements WeightSource {
 
   get(name: string): Float32Array {
     return this.fileOf(name).get(name);
+  }
+
+  getBf16(name: string): Uint16Array {
+    return this.fileOf(name).getBf16(name);
   }
 
   close(): void {

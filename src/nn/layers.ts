@@ -9,7 +9,10 @@ export interface LinearLike extends Module {
   forward(x: Tensor): Tensor;
 }
 
-/** y = x·Wᵀ + b with W stored [out, in], as Hugging Face and PyTorch store it. */
+/**
+ * y = x·Wᵀ + b with W stored [out, in], as Hugging Face and PyTorch store it. A frozen W may be
+ * stored as bf16 (`base_dtype: bf16`, see nn/base-dtype.ts): the product widens it on the fly.
+ */
 export class Linear extends Module implements LinearLike {
   weight: Tensor;
   bias: Tensor | null;

@@ -107,8 +107,13 @@ export class LoraLinear extends Module implements LinearLike {
     this.merged = false;
   }
 
+  /**
+   * Folds ±scaling·B·A into the base weight in float32. A base stored as bf16 is widened first
+   * and stays float32 (merged, or unmerged again): rounding the sum back to bf16 would make
+   * unmerge inexact; saving converts to whatever dtype is asked for.
+   */
   private foldDelta(sign: 1 | -1): void {
-    const w = this.base.weight.data;
+    const w = this.base.weight.toFloat32().data;
     const delta = new Float32Array(w.length);
     const r = this.lora_A.outFeatures;
     const out = this.base.outFeatures;

@@ -1,4 +1,4 @@
-export { Tensor, noGrad, isGradEnabled, needsGrad, sizeOf } from './tensor.js';
+export { Tensor, noGrad, withGrad, isGradEnabled, needsGrad, sizeOf } from './tensor.js';
 export type { AutogradMeta, GradNode, GradSink } from './tensor.js';
 export { matmul, linear } from './ops/matmul.js';
 export type { MatmulOptions } from './ops/matmul.js';
@@ -15,6 +15,9 @@ export { tokenLogprobs, crossEntropy, IGNORE_INDEX } from './ops/loss.js';
 export { RopeTables } from '../backend/kernels/rope.js';
 export type { RopeConfig } from '../backend/kernels/rope.js';
 export { Rng } from './random.js';
+export type { RngState } from './random.js';
+export { checkpoint } from './checkpoint.js';
+export type { CheckpointOptions } from './checkpoint.js';
 export { dropout } from './ops/dropout.js';
 export { selectRows } from './ops/select.js';
 export { logSigmoid } from './ops/log-sigmoid.js';

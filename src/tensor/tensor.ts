@@ -1,7 +1,16 @@
+import { narrowToBf16, widenBf16 } from '../backend/kernels/bf16.js';
+
+/** Stands for the values while `Tensor.fromBf16` builds a tensor, until its bf16 storage is set. */
+const BF16_PENDING = new Float32Array(0);
+
 /**
  * A float32 tensor: a contiguous row-major buffer and its shape. Views (`reshape`) share the
  * buffer. When `requiresGrad` is set, ops record how they were made so `backward()` can
  * propagate gradients; leaves accumulate theirs in `grad`.
+ *
+ * A frozen weight may instead be stored as bfloat16 (`toBf16()`, `fromBf16()`): half the memory;
+ * `bf16` then holds the bit patterns, `data` is unavailable (it throws, so no code path widens a
+ * whole weight by accident) and the matrix products widen it on the fly (see `ops/matmul.ts`).
  *
  * The graph never points at a Tensor: its nodes link `autograd` identities, and each backward
  * rule keeps only the buffers it needs. An intermediate whose values no rule saved is freed as
@@ -11,14 +20,80 @@ export class Tensor {
   /** This tensor's place in the autograd graph, apart from its values. */
   readonly autograd: AutogradMeta;
 
+  /** The float32 values; null while the tensor is stored as bf16. */
+  private values: Float32Array | null;
+  /** The bf16 bit patterns of a frozen weight stored at half width; null for float32. */
+  private halves: Uint16Array | null = null;
+
   constructor(
-    public data: Float32Array,
+    data: Float32Array,
     public readonly shape: readonly number[],
     requiresGrad = false,
   ) {
     const n = sizeOf(shape);
-    if (data.length !== n) throw new Error(`Tensor: data has ${data.length} values, shape [${shape.join(', ')}] needs ${n}`);
+    if (data.length !== n && data !== BF16_PENDING) throw new Error(`Tensor: data has ${data.length} values, shape [${shape.join(', ')}] needs ${n}`);
+    this.values = data;
     this.autograd = new AutogradMeta(shape, requiresGrad);
+  }
+
+  /** The float32 values. A bf16 tensor has none: widen `bf16` (kernels/bf16.ts) where needed. */
+  get data(): Float32Array {
+    if (this.values === null) throw new Error(`${this} is stored as bf16; its float32 values must be widened from .bf16 (or call toFloat32())`);
+    return this.values;
+  }
+
+  /** Replaces the values (loading weights); a bf16 tensor becomes float32 again. */
+  set data(d: Float32Array) {
+    this.values = d;
+    this.halves = null;
+  }
+
+  /** A frozen tensor over bf16 bit patterns (the high halves of float32 values). */
+  static fromBf16(bits: Uint16Array, shape: readonly number[]): Tensor {
+    return new Tensor(BF16_PENDING, shape).setBf16Storage(bits);
+  }
+
+  /** The bf16 bit patterns when stored as bf16, else null. */
+  get bf16(): Uint16Array | null {
+    return this.halves;
+  }
+
+  get dtype(): 'float32' | 'bfloat16' {
+    return this.halves ? 'bfloat16' : 'float32';
+  }
+
+  /** Bytes the values take in memory. */
+  get byteLength(): number {
+    return this.halves ? this.halves.byteLength : this.size * 4;
+  }
+
+  /**
+   * Stores the values as bf16 (round to nearest even), dropping the float32 buffer. Only a
+   * tensor that needs no gradient can be: the optimizer updates float32 values.
+   */
+  toBf16(): this {
+    if (this.halves) return this;
+    if (this.requiresGrad) throw new Error(`${this}: only a frozen tensor (requiresGrad false) can be stored as bf16`);
+    return this.setBf16Storage(narrowToBf16(this.data));
+  }
+
+  /** Stores the values as float32 again (exactly the bf16 values, widened). */
+  toFloat32(): this {
+    if (this.halves) this.data = widenBf16(this.halves);
+    return this;
+  }
+
+  /** Swaps in bf16 storage of `shape`'s size; the tensor stays frozen while it has it. */
+  setBf16(bits: Uint16Array): this {
+    if (this.requiresGrad) throw new Error(`${this}: only a frozen tensor (requiresGrad false) can be stored as bf16`);
+    return this.setBf16Storage(bits);
+  }
+
+  private setBf16Storage(bits: Uint16Array): this {
+    if (bits.length !== this.size) throw new Error(`${this}: ${bits.length} bf16 values for shape [${this.shape.join(', ')}]`);
+    this.halves = bits;
+    this.values = null;
+    return this;
   }
 
   static zeros(shape: readonly number[], requiresGrad = false): Tensor {
@@ -38,6 +113,7 @@ export class Tensor {
   }
 
   set requiresGrad(on: boolean) {
+    if (on && this.halves) throw new Error(`${this} is a frozen weight stored as bf16; it cannot train (keep float32 weights for full fine-tuning)`);
     this.autograd.requiresGrad = on;
   }
 
@@ -56,7 +132,7 @@ export class Tensor {
   }
 
   get size(): number {
-    return this.data.length;
+    return this.autograd.size;
   }
 
   get ndim(): number {
@@ -76,10 +152,12 @@ export class Tensor {
 
   /** A copy that is not part of any graph. */
   detach(): Tensor {
+    if (this.halves) return Tensor.fromBf16(this.halves, this.shape);
     return new Tensor(this.data, this.shape);
   }
 
   clone(): Tensor {
+    if (this.halves) return Tensor.fromBf16(this.halves.slice(), this.shape);
     return new Tensor(this.data.slice(), this.shape, this.requiresGrad);
   }
 
@@ -196,6 +274,17 @@ export function saved<T>(value: T | null, what: string): T {
 export function noGrad<T>(fn: () => T): T {
   const before = gradEnabled;
   gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = before;
+  }
+}
+
+/** Runs `fn` with graph recording on, even inside `noGrad` (PyTorch's enable_grad). */
+export function withGrad<T>(fn: () => T): T {
+  const before = gradEnabled;
+  gradEnabled = true;
   try {
     return fn();
   } finally {

@@ -1,6 +1,8 @@
 import fs from 'node:fs';
 import YAML from 'yaml';
 import { closest } from '../cli/args.js';
+import { BASE_DTYPE_SPELLINGS, parseBaseDtype } from '../nn/base-dtype.js';
+import type { BaseDtype } from '../nn/base-dtype.js';
 import { FileFormatError, UserError } from '../errors.js';
 import { SCHEDULER_TYPES } from './schedule.js';
 import { parseRewardFunction } from './stages/reward-function.js';
@@ -19,6 +21,8 @@ export interface TrainConfig {
   lora_target: string | string[];
   use_rslora: boolean;
   lora_init: 'kaiming' | 'gaussian';
+  /** How the frozen base weights are stored: `bf16` halves their memory (LoRA only; see nn/base-dtype.ts). */
+  base_dtype: BaseDtype;
   dataset: string | string[];
   dataset_dir: string;
   eval_dataset: string | string[] | null;
@@ -52,6 +56,13 @@ export interface TrainConfig {
   save_steps: number;
   eval_steps: number | null;
   resume_from_checkpoint: string | boolean | null;
+  /**
+   * Activation checkpointing: keep each decoder layer's input only and recompute the layer in
+   * backward. Off unless set (LLaMA-Factory turns it on by default).
+   */
+  gradient_checkpointing: boolean;
+  /** LLaMA-Factory's switch: true turns checkpointing off, whatever gradient_checkpointing says. */
+  disable_gradient_checkpointing: boolean;
   /** DPO's β: how far the policy may move from the reference (also ORPO's and SimPO's weight). */
   pref_beta: number;
   pref_loss: PrefLoss;
@@ -104,6 +115,7 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'model_name_or_path' | 'dataset' 
   lora_target: 'q_proj,v_proj',
   use_rslora: false,
   lora_init: 'kaiming',
+  base_dtype: 'fp32',
   dataset_dir: 'data',
   eval_dataset: null,
   template: null,
@@ -135,6 +147,8 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'model_name_or_path' | 'dataset' 
   save_steps: 500,
   eval_steps: null,
   resume_from_checkpoint: null,
+  gradient_checkpointing: false,
+  disable_gradient_checkpointing: false,
   pref_beta: 0.1,
   pref_loss: 'sigmoid',
   pref_ftx: 0,
@@ -169,9 +183,9 @@ const KNOWN = new Set<string>([...REQUIRED, ...Object.keys(TRAIN_DEFAULTS)]);
 export const IGNORED_KEYS: Record<string, string> = {
   do_train: 'training is what `tunekit train` does',
   do_eval: 'evaluation runs when val_size > 0',
-  bf16: 'tunekit computes in float32',
+  bf16: 'tunekit computes in float32 (base_dtype: bf16 stores the frozen base weights in bf16)',
   fp16: 'tunekit computes in float32',
-  pure_bf16: 'tunekit computes in float32',
+  pure_bf16: 'tunekit computes in float32 (base_dtype: bf16 stores the frozen base weights in bf16)',
   ddp_timeout: 'there is one process',
   deepspeed: 'there is one process',
   plot_loss: 'the loss curve is always plotted',
@@ -187,12 +201,15 @@ export const IGNORED_KEYS: Record<string, string> = {
   save_strategy: 'checkpoints are saved every save_steps',
   save_only_model: 'checkpoints always keep the optimizer state for resuming',
   save_total_limit: 'all checkpoints are kept',
-  gradient_checkpointing: 'not implemented yet; activations are kept',
   optim: 'the optimizer is AdamW',
   upcast_layernorm: 'tunekit computes in float32',
-  disable_gradient_checkpointing: 'activations are kept',
-  quantization_bit: 'quantized training is not supported; the base runs in float32',
+  quantization_bit: 'quantized training is not supported; the base runs in float32 (base_dtype: bf16 halves it)',
 };
+
+/** Whether a run checkpoints activations: only when asked for, and not disabled. */
+export function gradientCheckpointingOn(c: Pick<TrainConfig, 'gradient_checkpointing' | 'disable_gradient_checkpointing'>): boolean {
+  return c.gradient_checkpointing && !c.disable_gradient_checkpointing;
+}
 
 export interface ParsedConfig {
   config: TrainConfig;
@@ -307,6 +324,10 @@ function validate(raw: Record<string, unknown>, source: string): { config: Train
   oneOf('lr_scheduler_type', SCHEDULER_TYPES);
   oneOf('layout', ['task', 'persona']);
   oneOf('lora_init', ['kaiming', 'gaussian']);
+  c.base_dtype = parseBaseDtype(c.base_dtype) ?? fail('base_dtype', `one of ${Object.keys(BASE_DTYPE_SPELLINGS).join(', ')}`);
+  if (c.base_dtype === 'bf16' && c.finetuning_type === 'full') {
+    throw new UserError(`${source}: base_dtype bf16 stores the frozen base weights of LoRA training; with finetuning_type full every weight trains in float32, so use base_dtype fp32`);
+  }
   int('lora_rank', 1);
   if (c.lora_alpha !== null) num('lora_alpha', 0);
   num('lora_dropout', 0, 0.999);
@@ -330,7 +351,7 @@ function validate(raw: Record<string, unknown>, source: string): { config: Train
   int('logging_steps', 1);
   int('save_steps', 1);
   if (c.eval_steps !== null) int('eval_steps', 1);
-  for (const key of ['use_rslora', 'packing', 'train_on_prompt', 'mask_history', 'skip_invalid', 'overwrite_output_dir']) bool(key);
+  for (const key of ['use_rslora', 'packing', 'train_on_prompt', 'mask_history', 'skip_invalid', 'overwrite_output_dir', 'gradient_checkpointing', 'disable_gradient_checkpointing']) bool(key);
   if (c.template !== null) str('template');
   if (c.adapter_name_or_path !== null) str('adapter_name_or_path');
   validatePreference(c, source, { fail, oneOf, int, num, bool, str });

@@ -7,6 +7,7 @@ import { resolveModel } from '../io/hub.js';
 import { loadModel } from '../io/model-folder.js';
 import { loadAdapter } from '../io/peft-adapter.js';
 import { trainableSummary } from '../nn/apply-lora.js';
+import { baseWeightsNote } from '../nn/base-dtype.js';
 import type { AppliedLora } from '../nn/apply-lora.js';
 import { resolveTemplate } from '../text/chat-template.js';
 import { Tokenizer } from '../text/tokenizer.js';
@@ -44,7 +45,7 @@ export async function runTraining(config: TrainConfig, opts: RunOptions = {}): P
   for (const note of data.notes) log(`note: ${note}`);
   log(`data: ${data.train.length} training example(s)${data.eval.length ? `, ${data.eval.length} for evaluation` : ''}`);
 
-  const model = loadModel(modelDir);
+  const model = loadModel(modelDir, { baseDtype: c.base_dtype });
   let applied: AppliedLora | null = null;
   if (c.finetuning_type === 'lora') {
     const from = resumeDir ?? c.adapter_name_or_path;
@@ -53,6 +54,7 @@ export async function runTraining(config: TrainConfig, opts: RunOptions = {}): P
     loadFullWeights(model, resumeDir);
   }
   log(trainableSummary(model));
+  if (c.base_dtype === 'bf16') log(baseWeightsNote(model));
 
   const padId = padIdOf(tokenizer);
   const batchOpts = { batchSize: c.per_device_train_batch_size, packing: c.packing, cutoffLen: c.cutoff_len, padId };

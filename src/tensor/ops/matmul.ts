@@ -1,3 +1,4 @@
+import { widenToScratch } from '../../backend/kernels/bf16.js';
 import { backend } from '../../backend/select.js';
 import { Tensor, needsGrad, record, saved } from '../tensor.js';
 import type { AutogradMeta } from '../tensor.js';
@@ -12,11 +13,16 @@ export interface MatmulOptions {
  * op(A)·op(B) for a 2-D B. A may carry leading batch dimensions when it is not transposed
  * ([..., M, K] is treated as one [M', K] matrix); with both 3-D and equal batch, each pair is
  * multiplied.
+ *
+ * B may be a frozen weight stored as bf16 (2-D only): it is widened into the shared scratch
+ * buffer for the forward product, and again in backward for dA, so no float32 copy outlives
+ * the gemm that reads it.
  */
 export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const transA = opts.transA ?? false;
   const transB = opts.transB ?? false;
   if (a.ndim === 3 && b.ndim === 3) return batchedMatmul(a, b, transA, transB);
+  if (a.bf16) throw new Error(`matmul: only the second operand (a weight) may be stored as bf16, got A ${a}`);
   if (b.ndim !== 2) throw new Error(`matmul: B must be 2-D, got ${b}`);
   if (a.ndim < 2 || (transA && a.ndim !== 2)) throw new Error(`matmul: A must be 2-D (or batched and not transposed), got ${a}`);
   const aRows = a.size / a.lastDim;
@@ -25,18 +31,20 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   if (kA !== kB) throw new Error(`matmul: inner sizes differ: ${a} · ${b} (transA ${transA}, transB ${transB})`);
   const outShape = transA ? [m, n] : [...a.shape.slice(0, -1), n];
   const out = Tensor.zeros(outShape);
-  gemm2d(a.data, b.data, out.data, m, n, kA, transA, transB, 0);
+  gemm2d(a.data, valuesOf(b.bf16 ?? b.data), out.data, m, n, kA, transA, transB, 0);
+  // dA needs B: a bf16 B is kept as bf16 and widened again when backward runs.
   const { aData, bData, ag, bg } = keepForBackward(a, b);
   return record(out, 'matmul', [a, b], (g, sink) => {
     const ga = sink.acc(ag);
     const gb = sink.acc(bg);
-    if (ga) gradA(g, saved(bData, 'matmul B'), ga, m, n, kA, transA, transB);
+    if (ga) gradA(g, valuesOf(saved(bData, 'matmul B')), ga, m, n, kA, transA, transB);
     if (gb) gradB(g, saved(aData, 'matmul A'), gb, m, n, kA, transA, transB);
   });
 }
 
 function batchedMatmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
   const batch = a.shape[0];
+  if (a.bf16 || b.bf16) throw new Error(`matmul: batched operands cannot be stored as bf16: ${a} · ${b}`);
   if (b.shape[0] !== batch) throw new Error(`matmul: batch sizes differ: ${a} · ${b}`);
   const [m, kA] = transA ? [a.shape[2], a.shape[1]] : [a.shape[1], a.shape[2]];
   const [kB, n] = transB ? [b.shape[2], b.shape[1]] : [b.shape[1], b.shape[2]];
@@ -54,7 +62,7 @@ function batchedMatmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
     const gb = sink.acc(bg);
     for (let i = 0; i < batch; i++) {
       const gi = g.subarray(i * sc);
-      if (ga) gradA(gi, saved(bData, 'matmul B').subarray(i * sb), ga.subarray(i * sa), m, n, kA, transA, transB);
+      if (ga) gradA(gi, valuesOf(saved(bData, 'matmul B')).subarray(i * sb), ga.subarray(i * sa), m, n, kA, transA, transB);
       if (gb) gradB(gi, saved(aData, 'matmul A').subarray(i * sa), gb.subarray(i * sb), m, n, kA, transA, transB);
     }
   });
@@ -65,8 +73,13 @@ function batchedMatmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
  * and B's only if A does. The input of a frozen linear layer is not kept: its backward needs
  * just the weight.
  */
-function keepForBackward(a: Tensor, b: Tensor): { aData: Float32Array | null; bData: Float32Array | null; ag: AutogradMeta; bg: AutogradMeta } {
-  return { aData: needsGrad(b) ? a.data : null, bData: needsGrad(a) ? b.data : null, ag: a.autograd, bg: b.autograd };
+/** Float32 values to multiply with: a bf16 weight widened into the shared scratch (read it at once). */
+function valuesOf(v: Float32Array | Uint16Array): Float32Array {
+  return v instanceof Uint16Array ? widenToScratch(v) : v;
+}
+
+function keepForBackward(a: Tensor, b: Tensor): { aData: Float32Array | null; bData: Float32Array | Uint16Array | null; ag: AutogradMeta; bg: AutogradMeta } {
+  return { aData: needsGrad(b) ? a.data : null, bData: needsGrad(a) ? (b.bf16 ?? b.data) : null, ag: a.autograd, bg: b.autograd };
 }
 
 function gemm2d(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean, beta: number): void {

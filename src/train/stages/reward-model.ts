@@ -12,6 +12,7 @@ import { UserError } from '../../errors.js';
 import { loadModel } from '../../io/model-folder.js';
 import { ADAPTER_CONFIG_FILE, loadAdapter } from '../../io/peft-adapter.js';
 import { CausalLM } from '../../models/decoder.js';
+import type { BaseDtype } from '../../nn/base-dtype.js';
 import { noGrad } from '../../tensor/tensor.js';
 import { resolveTemplate } from '../../text/chat-template.js';
 import { Tokenizer } from '../../text/tokenizer.js';
@@ -42,6 +43,8 @@ export interface LoadRewardOptions {
   template?: string | null;
   /** A model whose base weights the reward model may share (the PPO policy with LoRA). */
   shareWith?: CausalLM | null;
+  /** How to store the reward model's frozen linear weights when it loads its own (not shared). */
+  baseDtype?: BaseDtype;
   cutoffLen?: number;
 }
 
@@ -56,13 +59,13 @@ export function loadRewardModel(dir: string, opts: LoadRewardOptions = {}): Rewa
   let tokenizerDir = dir;
   if (type === 'lora') {
     const base = opts.baseModel ?? adapterBase(dir);
-    model = opts.shareWith ? sharedBaseCopy(opts.shareWith) : loadModel(base);
+    model = opts.shareWith ? sharedBaseCopy(opts.shareWith) : loadModel(base, { baseDtype: opts.baseDtype });
     const under = readBaseAdapter(dir);
     if (under) stackFrozenAdapter(model, under);
     loadAdapter(model, dir);
     if (!fs.existsSync(join(dir, 'tokenizer.json'))) tokenizerDir = base;
   } else {
-    model = loadModel(dir);
+    model = loadModel(dir, { baseDtype: opts.baseDtype });
   }
   model.eval();
   const tokenizer = Tokenizer.fromFolder(tokenizerDir);

@@ -16,6 +16,7 @@ import { loadModel, writeJsonAtomic, readJsonFile } from '../../io/model-folder.
 import { loadAdapter } from '../../io/peft-adapter.js';
 import type { CausalLM } from '../../models/decoder.js';
 import { mergeAndUnload, trainableSummary } from '../../nn/apply-lora.js';
+import { baseWeightsNote } from '../../nn/base-dtype.js';
 import type { AppliedLora } from '../../nn/apply-lora.js';
 import { resolveTemplate } from '../../text/chat-template.js';
 import { readStopTokenIds } from '../../text/stop-tokens.js';
@@ -126,7 +127,7 @@ async function runPpo(c: TrainConfig, p: PpoSetup): Promise<TrainResult> {
   } else {
     const rm = loadRewardModel(c.reward_model as string, {
       baseModel: c.model_name_or_path, type: c.reward_model_type, template: c.template, cutoffLen: c.cutoff_len,
-      shareWith: p.applied ? model : null,
+      shareWith: p.applied ? model : null, baseDtype: c.base_dtype,
     });
     scorer = (answers) =>
       scoreConversations(
@@ -193,7 +194,7 @@ async function runPpo(c: TrainConfig, p: PpoSetup): Promise<TrainResult> {
 
 /** The model trained: base (+ a frozen SFT adapter) + a new LoRA adapter, or the whole model. */
 function buildPolicy(c: TrainConfig, resumeDir: string | null, log: (line: string) => void): { model: CausalLM; applied: AppliedLora | null } {
-  const model = loadModel(c.model_name_or_path);
+  const model = loadModel(c.model_name_or_path, { baseDtype: c.base_dtype });
   const from = c.adapter_name_or_path;
   if (from) {
     if (c.finetuning_type === 'lora') {
@@ -208,6 +209,7 @@ function buildPolicy(c: TrainConfig, resumeDir: string | null, log: (line: strin
   }
   if (c.finetuning_type === 'lora') {
     const applied = resumeDir ? loadAdapter(model, resumeDir) : newLoraAdapter(model, c);
+    if (c.base_dtype === 'bf16') log(baseWeightsNote(model));
     return { model, applied };
   }
   if (resumeDir) loadFullWeights(model, resumeDir);
