@@ -36,11 +36,13 @@ describe('linearTokenLogprobs', () => {
   });
 
   it('splits a large vocabulary into chunks of rows', () => {
-    assert.equal(logitChunkRows(151936, 1024), 110);
+    // Qwen's and Llama 3's vocabularies: whole multiples of 64 rows, ~160 MB of logits at most.
+    assert.equal(logitChunkRows(151936, 1024), 256);
+    assert.equal(logitChunkRows(128256, 1024), 320);
     assert.equal(logitChunkRows(10, 7), 7);
     // A vocabulary so large that each chunk holds one row still gives the plain result.
     const rng = new Rng(6);
-    const V = 16 * 1024 * 1024 + 1;
+    const V = 40 * 1024 * 1024 + 1;
     assert.equal(logitChunkRows(V, 3), 1);
     const h = new Tensor(new Float32Array([0.5, -0.25, 1, 2, 0, -1]), [3, 2], true);
     const w = randn(rng, [40, 2]);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { swigluBackward, swigluForward } from '../src/backend/kernels/activation.js';
+import { addForward, axpy, reduceToShape } from '../src/backend/kernels/elementwise.js';
 import { simd, simdAvailable, useSimd } from '../src/backend/wasm/simd.js';
 import { Rng } from '../src/tensor/random.js';
 
@@ -125,6 +126,48 @@ describe('WebAssembly SIMD kernels', { skip: !simdAvailable() && 'WebAssembly SI
       else assert.ok(Math.abs(row[i] - e) <= 2.5e-7 * e, `e^${x} = ${row[i]}, expected ${e}`);
     }
     assert.ok(Number.isNaN(row[xs.length + 1]), 'NaN stays NaN');
+  });
+
+  it('add, axpy and same-shape gradient sums equal the scalar loops, aliased operands included', () => {
+    const rng = new Rng(6);
+    for (const n of lengths) {
+      const a = Float32Array.from({ length: n }, () => rng.uniform() * 8 - 4);
+      const b = Float32Array.from({ length: n }, () => rng.uniform() * 8 - 4);
+      const run = (on: boolean): Float32Array[] =>
+        withSimd(on, () => {
+          const sum = new Float32Array(n);
+          addForward(a, [n], b, [n], sum, [n]);
+          const y = b.slice();
+          axpy(-0.75, a, y);
+          const into = b.slice();
+          reduceToShape(a, [n], into, [n]);
+          const self = a.slice();
+          axpy(1, self, self);
+          return [sum, y, into, self];
+        });
+      const scalar = run(false);
+      const vector = run(true);
+      // float32 arithmetic rounds the product and the sum separately: a few ulp apart.
+      scalar.forEach((s, i) => assertClose(vector[i], s, 3e-7, `case ${i} n=${n}`));
+    }
+  });
+
+  it("softmax's backward matches a float64 reference, row by row", () => {
+    const kernels = withSimd(true, () => simd());
+    assert.ok(kernels);
+    const rng = new Rng(7);
+    for (const [rows, cols] of [[1, 4], [3, 8], [256, 256], [70, 300]]) {
+      const p = Float32Array.from({ length: rows * cols }, () => rng.uniform());
+      const dp = Float32Array.from({ length: rows * cols }, () => rng.uniform() - 0.5);
+      const expected = new Float64Array(rows * cols);
+      for (let r = 0; r < rows; r++) {
+        let dot = 0;
+        for (let j = 0; j < cols; j++) dot += p[r * cols + j] * dp[r * cols + j];
+        for (let j = 0; j < cols; j++) expected[r * cols + j] = p[r * cols + j] * (dp[r * cols + j] - dot) * 0.125;
+      }
+      kernels.softmaxBackward(p, dp, rows, cols, 0.125);
+      assertClose(dp, expected, 1e-6, `softmax backward ${rows}x${cols}`);
+    }
   });
 
   it('TUNEKIT_SIMD=0 and useSimd(false) leave the scalar kernels in place', () => {

@@ -1,4 +1,5 @@
 import { narrowToBf16, widenBf16 } from '../backend/kernels/bf16.js';
+import { axpy } from '../backend/kernels/elementwise.js';
 
 /** Stands for the values while `Tensor.fromBf16` builds a tensor, until its bf16 storage is set. */
 const BF16_PENDING = new Float32Array(0);
@@ -224,6 +225,12 @@ export function sizeOf(shape: readonly number[]): number {
  */
 export interface GradSink {
   acc(input: AutogradMeta | Tensor): Float32Array | null;
+  /**
+   * Adds `grad`, of the input's full size, to the input's gradient. When the input has none yet
+   * and `grad` is the output gradient the rule was given, the sink keeps that buffer rather than
+   * a copy (the first time only): the rule must not write to `grad` afterwards.
+   */
+  add(input: AutogradMeta | Tensor, grad: Float32Array): void;
 }
 
 /**
@@ -322,6 +329,8 @@ function runBackward(root: AutogradMeta, outputGrad?: Float32Array): void {
   grads.set(root, outputGrad ? outputGrad.slice() : Float32Array.of(1));
   // The node being run: it gets buffers only for its own recorded inputs, as recorded.
   let running: GradNode = USED_NODE;
+  // The running node's output gradient, until a `sink.add` hands the buffer itself to an input.
+  let adoptable: Float32Array | null = null;
   const sink: GradSink = {
     acc(input: AutogradMeta | Tensor): Float32Array | null {
       const t = input instanceof Tensor ? input.autograd : input;
@@ -333,6 +342,20 @@ function runBackward(root: AutogradMeta, outputGrad?: Float32Array): void {
       }
       return g;
     },
+    add(input: AutogradMeta | Tensor, grad: Float32Array): void {
+      const t = input instanceof Tensor ? input.autograd : input;
+      if (!t.requiresGrad || !running.inputs.includes(t)) return;
+      if (grad.length !== t.size) throw new Error(`backward: gradient of ${grad.length} values for an input of ${t.size}`);
+      const g = grads.get(t);
+      if (g) {
+        axpy(1, grad, g);
+      } else if (grad === adoptable) {
+        grads.set(t, grad);
+        adoptable = null;
+      } else {
+        grads.set(t, grad.slice());
+      }
+    },
   };
   for (let i = order.length - 1; i >= 0; i--) {
     const t = order[i];
@@ -341,10 +364,12 @@ function runBackward(root: AutogradMeta, outputGrad?: Float32Array): void {
     grads.delete(t);
     if (t.node) {
       running = t.node;
+      adoptable = g;
       try {
         t.node.backward(g, sink);
       } finally {
         running = USED_NODE;
+        adoptable = null;
       }
       // The graph is used once, as in PyTorch: dropping it frees the saved activations.
       t.node = USED_NODE;

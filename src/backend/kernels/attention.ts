@@ -1,4 +1,4 @@
-import { simd } from '../wasm/simd.js';
+import { SimdKernels, simd } from '../wasm/simd.js';
 import { fastExp } from './fast-exp.js';
 import type { Backend } from '../backend.js';
 
@@ -139,6 +139,7 @@ export function attentionBackward(
   const { queries: T, keys: S, headDim: D } = s;
   const { qRow, kvRow, scale } = strides(s);
   const dp = new Float32Array(T * S);
+  const vector = SimdKernels.softmaxBackwardFits(S) ? simd() : null;
   forEachHead(s, (_b, qOff, kvOff, pOff) => {
     const p = probs.subarray(pOff, pOff + T * S);
     const g = grad.subarray(qOff);
@@ -148,7 +149,8 @@ export function attentionBackward(
     if (!qInto && !kInto) return;
     be.gemm({ transA: false, transB: true, m: T, n: S, k: D, alpha: 1, a: g, lda: qRow, b: v.subarray(kvOff), ldb: kvRow, beta: 0, c: dp, ldc: S });
     // dS = P ∘ (dP − Σ_j dP·P), then the 1/√d of the forward scores.
-    for (let i = 0; i < T; i++) {
+    if (vector) vector.softmaxBackward(p, dp, T, S, scale);
+    else for (let i = 0; i < T; i++) {
       const o = i * S;
       let dot = 0;
       for (let j = 0; j < S; j++) dot += dp[o + j] * p[o + j];

@@ -1,8 +1,11 @@
+import { simd } from '../wasm/simd.js';
 import { broadcastStrides, forEachBroadcast } from './broadcast.js';
 
 /** out = a + b with broadcasting. */
 export function addForward(a: Float32Array, aShape: readonly number[], b: Float32Array, bShape: readonly number[], out: Float32Array, outShape: readonly number[]): void {
   if (a.length === out.length && b.length === out.length) {
+    const vector = simd();
+    if (vector) return vector.add(a, b, out);
     for (let i = 0; i < out.length; i++) out[i] = a[i] + b[i];
     return;
   }
@@ -24,10 +27,7 @@ export function mulForward(a: Float32Array, aShape: readonly number[], b: Float3
 
 /** Sums `grad` (shaped like the output) down into `into` (shaped like a broadcast input). */
 export function reduceToShape(grad: Float32Array, outShape: readonly number[], into: Float32Array, shape: readonly number[]): void {
-  if (into.length === grad.length) {
-    for (let i = 0; i < grad.length; i++) into[i] += grad[i];
-    return;
-  }
+  if (into.length === grad.length) return axpy(1, grad, into);
   const zero = new Array<number>(outShape.length).fill(0);
   forEachBroadcast(outShape, broadcastStrides(shape, outShape), zero, (o, ia, _ib, n, sa) => {
     if (sa === 0) {
@@ -63,5 +63,7 @@ export function scaleInto(x: Float32Array, s: number, out: Float32Array): void {
 }
 
 export function axpy(alpha: number, x: Float32Array, y: Float32Array): void {
+  const vector = simd();
+  if (vector) return vector.axpy(alpha, x, y);
   for (let i = 0; i < x.length; i++) y[i] += alpha * x[i];
 }

@@ -2,11 +2,18 @@ import { simd } from '../wasm/simd.js';
 import { fastExp } from './fast-exp.js';
 import type { Backend } from '../backend.js';
 
-/** Rows of logits computed at once: bounds the scratch to ~64 MB whatever the vocabulary. */
-const LOGIT_BUDGET = 16 * 1024 * 1024;
+/** Logits computed at once: bounds the scratch to ~160 MB whatever the vocabulary. */
+const LOGIT_BUDGET = 40 * 1024 * 1024;
+/**
+ * Chunks are a multiple of this many rows: sgemm over a 151,936-entry vocabulary runs at 144
+ * GFLOP/s with 110 rows, 165 with 128 and 191 with 256 (bench machine, 2 threads).
+ */
+const ROW_MULTIPLE = 64;
 
 export function logitChunkRows(vocab: number, rows: number): number {
-  return Math.max(1, Math.min(rows, Math.floor(LOGIT_BUDGET / vocab)));
+  const fit = Math.max(1, Math.floor(LOGIT_BUDGET / vocab));
+  const rounded = fit >= ROW_MULTIPLE ? fit - (fit % ROW_MULTIPLE) : fit;
+  return Math.min(rows, rounded);
 }
 
 /**

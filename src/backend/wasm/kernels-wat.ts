@@ -112,5 +112,39 @@ export const KERNELS_WAT = `
     (local $i i32) (local $off i32) (local $kv v128)
     (local.set $kv (f32x4.splat (local.get $k)))
     ${loop(`(v128.store ${at('$x')} (f32x4.mul (v128.load ${at('$x')}) (local.get $kv)))`)})
+  ;; y += alpha * x
+  (func (export "axpy") (param $x i32) (param $y i32) (param $n i32) (param $alpha f32)
+    (local $i i32) (local $off i32) (local $a v128)
+    (local.set $a (f32x4.splat (local.get $alpha)))
+    ${loop(`(v128.store ${at('$y')} (f32x4.add (v128.load ${at('$y')}) (f32x4.mul (local.get $a) (v128.load ${at('$x')}))))`)})
+
+  ;; Softmax's backward over $rows rows of $cols (a multiple of 4), in place in dp:
+  ;; dp = p * (dp - sum_j dp_j * p_j) * scale, the dot product accumulated in float64.
+  (func (export "softmax_backward") (param $p i32) (param $dp i32) (param $rows i32) (param $cols i32) (param $scale f32)
+    (local $r i32) (local $i i32) (local $off i32) (local $n i32) (local $prod v128) (local $lo v128) (local $hi v128)
+    (local $dot v128) (local $sc v128)
+    (local.set $sc (f32x4.splat (local.get $scale)))
+    (local.set $n (local.get $cols))
+    (block $rows_done
+      (loop $row
+        (br_if $rows_done (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $lo (v128.const i32x4 0 0 0 0))
+        (local.set $hi (v128.const i32x4 0 0 0 0))
+        (local.set $i (i32.const 0))
+        ${loop(`
+          (local.set $prod (f32x4.mul (v128.load ${at('$p')}) (v128.load ${at('$dp')})))
+          (local.set $lo (f64x2.add (local.get $lo) (f64x2.promote_low_f32x4 (local.get $prod))))
+          (local.set $hi (f64x2.add (local.get $hi)
+            (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $prod) (local.get $prod)))))`)}
+        (local.set $lo (f64x2.add (local.get $lo) (local.get $hi)))
+        (local.set $dot (f32x4.splat (f32.demote_f64 (f64.add (f64x2.extract_lane 0 (local.get $lo)) (f64x2.extract_lane 1 (local.get $lo))))))
+        (local.set $i (i32.const 0))
+        ${loop(`
+          (v128.store ${at('$dp')}
+            (f32x4.mul (f32x4.mul (v128.load ${at('$p')}) (f32x4.sub (v128.load ${at('$dp')}) (local.get $dot))) (local.get $sc)))`)}
+        (local.set $p (i32.add (local.get $p) (i32.shl (local.get $cols) (i32.const 2))))
+        (local.set $dp (i32.add (local.get $dp) (i32.shl (local.get $cols) (i32.const 2))))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $row))))
 )
 `;

@@ -17,6 +17,8 @@ interface Exports {
   max(x: number, n: number): number;
   exp_shift_sum(x: number, n: number, shift: number): number;
   scale(x: number, n: number, k: number): void;
+  axpy(x: number, y: number, n: number, alpha: number): void;
+  softmax_backward(p: number, dp: number, rows: number, cols: number, scale: number): void;
 }
 
 /** Elements per array per call: five arrays of this fit in a 512 KB L2 cache. A multiple of 4. */
@@ -84,6 +86,52 @@ export class SimdKernels {
       if (gateInto) gateInto.set(m.subarray(3 * CHUNK, 3 * CHUNK + n), i);
       if (upInto) upInto.set(m.subarray(4 * CHUNK, 4 * CHUNK + n), i);
     }
+  }
+
+  /** y += alpha·x (same lengths). */
+  axpy(alpha: number, x: Float32Array, y: Float32Array): void {
+    const m = this.scratch(2 * CHUNK);
+    for (let i = 0; i < x.length; i += CHUNK) {
+      const n = Math.min(CHUNK, x.length - i);
+      m.set(x.subarray(i, i + n), 0);
+      m.set(y.subarray(i, i + n), CHUNK);
+      this.x.axpy(0, 4 * CHUNK, roundUp4(n), alpha);
+      y.set(m.subarray(CHUNK, CHUNK + n), i);
+    }
+  }
+
+  /** out = a + b (same lengths). */
+  add(a: Float32Array, b: Float32Array, out: Float32Array): void {
+    const m = this.scratch(2 * CHUNK);
+    for (let i = 0; i < a.length; i += CHUNK) {
+      const n = Math.min(CHUNK, a.length - i);
+      m.set(b.subarray(i, i + n), 0);
+      m.set(a.subarray(i, i + n), CHUNK);
+      this.x.axpy(0, 4 * CHUNK, roundUp4(n), 1);
+      out.set(m.subarray(CHUNK, CHUNK + n), i);
+    }
+  }
+
+  /**
+   * Softmax's backward for `rows` rows of `cols` probabilities `p` and their gradient `dp`, in
+   * place: dp = p·(dp − Σ dp·p)·scale. `cols` must be a multiple of 4 (see `softmaxBackwardFits`).
+   */
+  softmaxBackward(p: Float32Array, dp: Float32Array, rows: number, cols: number, scale: number): void {
+    const per = Math.max(1, Math.floor(CHUNK / cols));
+    const m = this.scratch(2 * per * cols);
+    for (let r = 0; r < rows; r += per) {
+      const n = Math.min(per, rows - r) * cols;
+      const o = r * cols;
+      m.set(p.subarray(o, o + n), 0);
+      m.set(dp.subarray(o, o + n), per * cols);
+      this.x.softmax_backward(0, 4 * per * cols, n / cols, cols, scale);
+      dp.set(m.subarray(per * cols, per * cols + n), o);
+    }
+  }
+
+  /** Whether `softmaxBackward` takes rows of this length. */
+  static softmaxBackwardFits(cols: number): boolean {
+    return cols % 4 === 0;
   }
 
   /**

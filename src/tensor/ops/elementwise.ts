@@ -11,10 +11,15 @@ export function add(a: Tensor, b: Tensor): Tensor {
   // Backward needs the shapes only.
   const [ag, bg] = [a.autograd, b.autograd];
   return record(out, 'add', [a, b], (g, sink) => {
-    const ga = sink.acc(ag);
-    const gb = sink.acc(bg);
-    if (ga) reduceToShape(g, shape, ga, ag.shape);
-    if (gb) reduceToShape(g, shape, gb, bg.shape);
+    // A same-shape input takes the output gradient as it is (the first one without a copy).
+    for (const ig of [ag, bg]) {
+      if (ig.size === g.length) {
+        sink.add(ig, g);
+      } else {
+        const gi = sink.acc(ig);
+        if (gi) reduceToShape(g, shape, gi, ig.shape);
+      }
+    }
   });
 }
 

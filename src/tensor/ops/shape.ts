@@ -1,5 +1,4 @@
 import { Tensor, record, sizeOf } from '../tensor.js';
-import { axpy } from '../../backend/kernels/elementwise.js';
 
 /** The same values under another shape; one dimension may be -1 (inferred). Shares the buffer. */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
@@ -16,8 +15,5 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   const out = new Tensor(x.data, resolved);
   // The view has an identity of its own; backward needs only x's.
   const xg = x.autograd;
-  return record(out, 'reshape', [x], (g, sink) => {
-    const gx = sink.acc(xg);
-    if (gx) axpy(1, g, gx);
-  });
+  return record(out, 'reshape', [x], (g, sink) => sink.add(xg, g));
 }
