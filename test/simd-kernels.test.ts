@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { swigluBackward, swigluForward } from '../src/backend/kernels/activation.js';
 import { addForward, axpy, reduceToShape } from '../src/backend/kernels/elementwise.js';
+import { rmsNormBackward, rmsNormForward } from '../src/backend/kernels/norm.js';
 import { simd, simdAvailable, useSimd } from '../src/backend/wasm/simd.js';
 import { Rng } from '../src/tensor/random.js';
 
@@ -167,6 +168,29 @@ describe('WebAssembly SIMD kernels', { skip: !simdAvailable() && 'WebAssembly SI
       }
       kernels.softmaxBackward(p, dp, rows, cols, 0.125);
       assertClose(dp, expected, 1e-6, `softmax backward ${rows}x${cols}`);
+    }
+  });
+
+  it('RMSNorm forward and backward equal the scalar kernels, across chunks of rows', () => {
+    const rng = new Rng(8);
+    for (const [rows, cols] of [[1, 4], [5, 8], [40, 896], [3, 6]]) {
+      const x = Float32Array.from({ length: rows * cols }, () => rng.uniform() * 6 - 3);
+      const w = Float32Array.from({ length: cols }, () => rng.uniform() + 0.5);
+      const grad = Float32Array.from({ length: rows * cols }, () => rng.uniform() - 0.5);
+      const start = Float32Array.from({ length: rows * cols }, () => rng.uniform());
+      const run = (on: boolean): Float32Array[] =>
+        withSimd(on, () => {
+          const out = new Float32Array(rows * cols);
+          const inv = new Float32Array(rows);
+          rmsNormForward(x, w, cols, 1e-6, out, inv);
+          const xInto = start.slice();
+          const wInto = new Float32Array(cols);
+          rmsNormBackward(x, w, cols, inv, grad, xInto, wInto);
+          return [out, inv, xInto, wInto];
+        });
+      const scalar = run(false);
+      const vector = run(true);
+      ['out', '1/rms', 'dx', 'dw'].forEach((what, i) => assertClose(vector[i], scalar[i], 1e-6, `rmsnorm ${what} ${rows}x${cols}`));
     }
   });
 

@@ -1,6 +1,9 @@
 import { narrowToBf16, widenBf16 } from '../backend/kernels/bf16.js';
 import { axpy } from '../backend/kernels/elementwise.js';
 
+/** Below this many values, zeroing costs less than a separate native allocation. */
+const UNINITIALIZED_MIN = 4096;
+
 /** Stands for the values while `Tensor.fromBf16` builds a tensor, until its bf16 storage is set. */
 const BF16_PENDING = new Float32Array(0);
 
@@ -99,6 +102,18 @@ export class Tensor {
 
   static zeros(shape: readonly number[], requiresGrad = false): Tensor {
     return new Tensor(new Float32Array(sizeOf(shape)), shape, requiresGrad);
+  }
+
+  /**
+   * A tensor whose values are not initialised, for an op's output that its kernel writes in
+   * full (a product with beta 0, an element-wise result): it skips zeroing memory that is about
+   * to be overwritten.
+   */
+  static uninitialized(shape: readonly number[]): Tensor {
+    const n = sizeOf(shape);
+    if (n < UNINITIALIZED_MIN) return new Tensor(new Float32Array(n), shape);
+    const bytes = Buffer.allocUnsafeSlow(n * 4);
+    return new Tensor(new Float32Array(bytes.buffer, bytes.byteOffset, n), shape);
   }
 
   static from(values: ArrayLike<number>, shape: readonly number[] = [values.length], requiresGrad = false): Tensor {

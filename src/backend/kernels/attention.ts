@@ -139,7 +139,7 @@ export function attentionBackward(
   const { queries: T, keys: S, headDim: D } = s;
   const { qRow, kvRow, scale } = strides(s);
   const dp = new Float32Array(T * S);
-  const vector = SimdKernels.softmaxBackwardFits(S) ? simd() : null;
+  const vector = SimdKernels.rowsFit(S) ? simd() : null;
   forEachHead(s, (_b, qOff, kvOff, pOff) => {
     const p = probs.subarray(pOff, pOff + T * S);
     const g = grad.subarray(qOff);

@@ -146,5 +146,63 @@ export const KERNELS_WAT = `
         (local.set $dp (i32.add (local.get $dp) (i32.shl (local.get $cols) (i32.const 2))))
         (local.set $r (i32.add (local.get $r) (i32.const 1)))
         (br $row))))
+  ;; Sum of a[i]*b[i] (and of a[i]*b[i]*c[i] when $c >= 0) over i < $n, in float64 lanes.
+  (func $dot (param $a i32) (param $b i32) (param $c i32) (param $n i32) (result f64)
+    (local $i i32) (local $off i32) (local $prod v128) (local $lo v128) (local $hi v128)
+    ${loop(`
+      (local.set $prod (f32x4.mul (v128.load ${at('$a')}) (v128.load ${at('$b')})))
+      (if (i32.ge_s (local.get $c) (i32.const 0))
+        (then (local.set $prod (f32x4.mul (local.get $prod) (v128.load ${at('$c')})))))
+      (local.set $lo (f64x2.add (local.get $lo) (f64x2.promote_low_f32x4 (local.get $prod))))
+      (local.set $hi (f64x2.add (local.get $hi)
+        (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $prod) (local.get $prod)))))`)}
+    (local.set $lo (f64x2.add (local.get $lo) (local.get $hi)))
+    (f64.add (f64x2.extract_lane 0 (local.get $lo)) (f64x2.extract_lane 1 (local.get $lo))))
+
+  ;; RMSNorm over $rows rows of $cols (a multiple of 4): out = x * inv * w with
+  ;; inv = 1/sqrt(mean(x^2) + eps), kept per row in $invRms when $invRms >= 0.
+  (func (export "rms_norm_forward") (param $x i32) (param $w i32) (param $out i32) (param $invRms i32) (param $rows i32) (param $cols i32) (param $eps f64)
+    (local $r i32) (local $i i32) (local $off i32) (local $n i32) (local $inv f32) (local $iv v128)
+    (local.set $n (local.get $cols))
+    (block $rows_done
+      (loop $row
+        (br_if $rows_done (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $inv (f32.demote_f64 (f64.div (f64.const 1)
+          (f64.sqrt (f64.add (f64.div (call $dot (local.get $x) (local.get $x) (i32.const -1) (local.get $cols)) (f64.convert_i32_u (local.get $cols))) (local.get $eps))))))
+        (if (i32.ge_s (local.get $invRms) (i32.const 0))
+          (then (f32.store (i32.add (local.get $invRms) (i32.shl (local.get $r) (i32.const 2))) (local.get $inv))))
+        (local.set $iv (f32x4.splat (local.get $inv)))
+        (local.set $i (i32.const 0))
+        ${loop(`(v128.store ${at('$out')} (f32x4.mul (f32x4.mul (v128.load ${at('$x')}) (local.get $iv)) (v128.load ${at('$w')})))`)}
+        (local.set $x (i32.add (local.get $x) (i32.shl (local.get $cols) (i32.const 2))))
+        (local.set $out (i32.add (local.get $out) (i32.shl (local.get $cols) (i32.const 2))))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $row))))
+
+  ;; RMSNorm's backward for the input: xInto += inv * (g*w - x*k), k = inv^2 * sum(g*w*x) / cols.
+  (func (export "rms_norm_backward_input") (param $x i32) (param $w i32) (param $invRms i32) (param $grad i32) (param $xInto i32) (param $rows i32) (param $cols i32)
+    (local $r i32) (local $i i32) (local $off i32) (local $n i32) (local $inv f32) (local $iv v128) (local $kv v128)
+    (local.set $n (local.get $cols))
+    (block $rows_done
+      (loop $row
+        (br_if $rows_done (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $inv (f32.load (i32.add (local.get $invRms) (i32.shl (local.get $r) (i32.const 2)))))
+        (local.set $iv (f32x4.splat (local.get $inv)))
+        (local.set $kv (f32x4.splat (f32.demote_f64 (f64.div
+          (f64.mul (call $dot (local.get $grad) (local.get $w) (local.get $x) (local.get $cols))
+            (f64.mul (f64.promote_f32 (local.get $inv)) (f64.promote_f32 (local.get $inv))))
+          (f64.convert_i32_u (local.get $cols))))))
+        (local.set $i (i32.const 0))
+        ${loop(`
+          (v128.store ${at('$xInto')}
+            (f32x4.add (v128.load ${at('$xInto')})
+              (f32x4.mul (local.get $iv)
+                (f32x4.sub (f32x4.mul (v128.load ${at('$grad')}) (v128.load ${at('$w')}))
+                  (f32x4.mul (v128.load ${at('$x')}) (local.get $kv))))))`)}
+        (local.set $x (i32.add (local.get $x) (i32.shl (local.get $cols) (i32.const 2))))
+        (local.set $grad (i32.add (local.get $grad) (i32.shl (local.get $cols) (i32.const 2))))
+        (local.set $xInto (i32.add (local.get $xInto) (i32.shl (local.get $cols) (i32.const 2))))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $row))))
 )
 `;

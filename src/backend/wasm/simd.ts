@@ -19,6 +19,8 @@ interface Exports {
   scale(x: number, n: number, k: number): void;
   axpy(x: number, y: number, n: number, alpha: number): void;
   softmax_backward(p: number, dp: number, rows: number, cols: number, scale: number): void;
+  rms_norm_forward(x: number, w: number, out: number, invRms: number, rows: number, cols: number, eps: number): void;
+  rms_norm_backward_input(x: number, w: number, invRms: number, grad: number, xInto: number, rows: number, cols: number): void;
 }
 
 /** Elements per array per call: five arrays of this fit in a 512 KB L2 cache. A multiple of 4. */
@@ -129,9 +131,42 @@ export class SimdKernels {
     }
   }
 
-  /** Whether `softmaxBackward` takes rows of this length. */
-  static softmaxBackwardFits(cols: number): boolean {
-    return cols % 4 === 0;
+  /** Whether the row kernels (`softmaxBackward`, the RMSNorm ones) take rows of this length. */
+  static rowsFit(cols: number): boolean {
+    return cols % 4 === 0 && cols <= CHUNK;
+  }
+
+  /** RMSNorm over rows of `cols`: out = x·inv·w, inv = 1/√(mean(x²) + eps) kept in `invRms`. */
+  rmsNormForward(x: Float32Array, w: Float32Array, cols: number, eps: number, out: Float32Array, invRms: Float32Array | null): void {
+    const rows = x.length / cols;
+    const per = Math.floor(CHUNK / cols);
+    const m = this.scratch(3 * CHUNK + per);
+    m.set(w, 2 * CHUNK);
+    for (let r = 0; r < rows; r += per) {
+      const n = Math.min(per, rows - r);
+      m.set(x.subarray(r * cols, (r + n) * cols), 0);
+      this.x.rms_norm_forward(0, 8 * CHUNK, 4 * CHUNK, invRms ? 12 * CHUNK : -1, n, cols, eps);
+      out.set(m.subarray(CHUNK, CHUNK + n * cols), r * cols);
+      if (invRms) invRms.set(m.subarray(3 * CHUNK, 3 * CHUNK + n), r);
+    }
+  }
+
+  /** xInto += RMSNorm's input gradient (see `kernels/norm.ts`). */
+  rmsNormBackwardInput(x: Float32Array, w: Float32Array, cols: number, invRms: Float32Array, grad: Float32Array, xInto: Float32Array): void {
+    const rows = x.length / cols;
+    const per = Math.floor(CHUNK / cols);
+    const m = this.scratch(4 * CHUNK + per);
+    m.set(w, 3 * CHUNK);
+    for (let r = 0; r < rows; r += per) {
+      const n = Math.min(per, rows - r);
+      const [from, to] = [r * cols, (r + n) * cols];
+      m.set(x.subarray(from, to), 0);
+      m.set(grad.subarray(from, to), CHUNK);
+      m.set(xInto.subarray(from, to), 2 * CHUNK);
+      m.set(invRms.subarray(r, r + n), 4 * CHUNK);
+      this.x.rms_norm_backward_input(0, 12 * CHUNK, 16 * CHUNK, 4 * CHUNK, 8 * CHUNK, n, cols);
+      xInto.set(m.subarray(2 * CHUNK, 2 * CHUNK + n * cols), from);
+    }
   }
 
   /**

@@ -6,7 +6,7 @@ import { Tensor, needsGrad, record, saved } from '../tensor.js';
 /** a + b with broadcasting. */
 export function add(a: Tensor, b: Tensor): Tensor {
   const shape = broadcastShape(a.shape, b.shape);
-  const out = Tensor.zeros(shape);
+  const out = Tensor.uninitialized(shape);
   addForward(a.data, a.shape, b.data, b.shape, out.data, shape);
   // Backward needs the shapes only.
   const [ag, bg] = [a.autograd, b.autograd];
@@ -69,7 +69,7 @@ export function silu(x: Tensor): Tensor {
 /** SiLU(gate) · up, the gated MLP of Llama and Qwen. */
 export function swiglu(gate: Tensor, up: Tensor): Tensor {
   if (gate.size !== up.size) throw new Error(`swiglu: ${gate} and ${up} differ in size`);
-  const out = Tensor.zeros(gate.shape);
+  const out = Tensor.uninitialized(gate.shape);
   swigluForward(gate.data, up.data, out.data);
   // Backward keeps gate and up (not the output, which the next layer may drop).
   const [gateData, upData, gateG, upG] = [gate.data, up.data, gate.autograd, up.autograd];

@@ -30,7 +30,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const [kB, n] = transB ? [b.shape[1], b.shape[0]] : [b.shape[0], b.shape[1]];
   if (kA !== kB) throw new Error(`matmul: inner sizes differ: ${a} · ${b} (transA ${transA}, transB ${transB})`);
   const outShape = transA ? [m, n] : [...a.shape.slice(0, -1), n];
-  const out = Tensor.zeros(outShape);
+  const out = Tensor.uninitialized(outShape);
   gemm2d(a.data, valuesOf(b.bf16 ?? b.data), out.data, m, n, kA, transA, transB, 0);
   // dA needs B: a bf16 B is kept as bf16 and widened again when backward runs.
   const { aData, bData, ag, bg } = keepForBackward(a, b);

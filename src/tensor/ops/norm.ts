@@ -5,7 +5,7 @@ import { Tensor, needsGrad, record, saved } from '../tensor.js';
 export function rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor {
   const c = x.lastDim;
   if (weight.size !== c) throw new Error(`rmsNorm: weight ${weight} does not match ${x}`);
-  const out = Tensor.zeros(x.shape);
+  const out = Tensor.uninitialized(x.shape);
   // Backward keeps x, the weight and 1/rms per row.
   const invRms = needsGrad(x, weight) ? new Float32Array(x.size / c) : null;
   rmsNormForward(x.data, weight.data, c, eps, out.data, invRms);
