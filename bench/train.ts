@@ -26,18 +26,13 @@ export function loraStepFlops(tokens: number, batch: number): number {
 export const trainSection: Section = {
   name: 'train',
   title: 'training: LoRA SFT step (r 8, q_proj and v_proj, batch 4 × 256, AdamW)',
-  provides: ['train_tokens_per_s', 'train_floor_tokens_per_s', 'train_peak_rss_mb', 'train_seconds_per_step'],
+  provides: ['train_tokens_per_s', 'train_floor_tokens_per_s', 'train_peak_rss_mb', 'train_seconds_per_step', 'train_bf16_tokens_per_s', 'train_bf16_peak_rss_mb'],
   async run(ctx) {
     const gflops = await ctx.figure('sgemm_gflops');
     ctx.progress('train: building the model and timing 3 steps in a child process (minutes)');
-    const script = fileURLToPath(new URL('./train-step.ts', import.meta.url));
-    const child = spawnSync(process.execPath, ['--import', 'tsx', script, '--steps', '3'], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'inherit'],
-      maxBuffer: 1 << 20,
-    });
-    if (child.status !== 0) throw new Error(`bench/train-step.ts failed with status ${child.status}`);
-    const r = JSON.parse(child.stdout.trim().split('\n').pop() as string) as { seconds_per_step: number; tokens_per_s: number; peak_rss_mb: number; tokens: number };
+    const r = trainStep(['--steps', '3']);
+    ctx.progress('train: the same with base_dtype bf16, 2 steps (minutes)');
+    const bf16 = trainStep(['--steps', '2', '--base-dtype', 'bf16']);
     const flops = loraStepFlops(r.tokens, 4);
     const floor = r.tokens / (flops / (gflops * 1e9));
     const figures: Figure[] = [
@@ -45,7 +40,28 @@ export const trainSection: Section = {
       { key: 'train_floor_tokens_per_s', label: 'floor: step FLOPs at sgemm rate', value: floor, unit: 'tok/s', note: `${(flops / 1e12).toFixed(2)} TFLOP per step` },
       { key: 'train_seconds_per_step', label: 'seconds per step', value: r.seconds_per_step, unit: 's' },
       { key: 'train_peak_rss_mb', label: 'peak memory of the training process', value: r.peak_rss_mb, unit: 'MB', digits: 0 },
+      { key: 'train_bf16_tokens_per_s', label: 'the same step, base_dtype bf16', value: bf16.tokens_per_s, unit: 'tok/s', bound: 'train_floor_tokens_per_s', note: 'median of 2 steps after a warm-up' },
+      { key: 'train_bf16_peak_rss_mb', label: 'peak memory with base_dtype bf16', value: bf16.peak_rss_mb, unit: 'MB', digits: 0, note: 'frozen decoder weights at half width' },
     ];
     return figures;
   },
 };
+
+interface StepResult {
+  seconds_per_step: number;
+  tokens_per_s: number;
+  peak_rss_mb: number;
+  tokens: number;
+}
+
+/** Runs bench/train-step.ts in a child process (its peak memory is its own) and parses its line. */
+function trainStep(args: string[]): StepResult {
+  const script = fileURLToPath(new URL('./train-step.ts', import.meta.url));
+  const child = spawnSync(process.execPath, ['--import', 'tsx', script, ...args], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    maxBuffer: 1 << 20,
+  });
+  if (child.status !== 0) throw new Error(`bench/train-step.ts ${args.join(' ')} failed with status ${child.status}`);
+  return JSON.parse(child.stdout.trim().split('\n').pop() as string) as StepResult;
+}

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { swigluBackward, swigluForward } from '../src/backend/kernels/activation.js';
 import { addForward, axpy, reduceToShape } from '../src/backend/kernels/elementwise.js';
+import { widenBf16 } from '../src/backend/kernels/bf16.js';
 import { rmsNormBackward, rmsNormForward } from '../src/backend/kernels/norm.js';
 import { simd, simdAvailable, useSimd } from '../src/backend/wasm/simd.js';
 import { Rng } from '../src/tensor/random.js';
@@ -191,6 +192,16 @@ describe('WebAssembly SIMD kernels', { skip: !simdAvailable() && 'WebAssembly SI
       const scalar = run(false);
       const vector = run(true);
       ['out', '1/rms', 'dx', 'dw'].forEach((what, i) => assertClose(vector[i], scalar[i], 1e-6, `rmsnorm ${what} ${rows}x${cols}`));
+    }
+  });
+
+  it('bf16 widening gives the same bits as the scalar loop for every pattern, at any length', () => {
+    const all = Uint16Array.from({ length: 65536 + 5 }, (_, i) => i & 0xffff);
+    for (const n of [1, 7, 8, 9, all.length]) {
+      const src = all.subarray(all.length - n);
+      const scalar = withSimd(false, () => widenBf16(src));
+      const vector = withSimd(true, () => widenBf16(src));
+      assert.deepEqual(new Uint32Array(vector.buffer), new Uint32Array(scalar.buffer), `n=${n}`);
     }
   });
 

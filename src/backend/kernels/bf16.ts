@@ -1,3 +1,5 @@
+import { simd } from '../wasm/simd.js';
+
 /**
  * bfloat16 storage for frozen weights: a bf16 value is the high 16 bits of a float32, so
  * widening is exact (`f32bits = u16 << 16`) and narrowing rounds to nearest, ties to even, as
@@ -29,6 +31,11 @@ export function narrowToBf16(src: Float32Array, dst: Uint16Array = new Uint16Arr
 /** bf16 bit patterns -> float32, exactly. */
 export function widenBf16(src: Uint16Array, dst: Float32Array = new Float32Array(src.length)): Float32Array {
   if (dst.length !== src.length) throw new RangeError(`widenBf16: ${src.length} values into ${dst.length}`);
+  const vector = simd();
+  if (vector) {
+    vector.widenBf16(src, dst);
+    return dst;
+  }
   const bits = new Uint32Array(dst.buffer, dst.byteOffset, dst.length);
   for (let i = 0; i < src.length; i++) bits[i] = src[i] << 16;
   return dst;

@@ -204,5 +204,18 @@ export const KERNELS_WAT = `
         (local.set $xInto (i32.add (local.get $xInto) (i32.shl (local.get $cols) (i32.const 2))))
         (local.set $r (i32.add (local.get $r) (i32.const 1)))
         (br $row))))
+  ;; bf16 bit patterns (u16) to float32: the pattern becomes the high half. $n is a multiple of 8.
+  (func (export "widen_bf16") (param $src i32) (param $dst i32) (param $n i32)
+    (local $i i32) (local $h v128)
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $h (v128.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 1)))))
+        (v128.store (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 2)))
+          (i32x4.shl (i32x4.extend_low_i16x8_u (local.get $h)) (i32.const 16)))
+        (v128.store (i32.add (local.get $dst) (i32.add (i32.shl (local.get $i) (i32.const 2)) (i32.const 16)))
+          (i32x4.shl (i32x4.extend_high_i16x8_u (local.get $h)) (i32.const 16)))
+        (local.set $i (i32.add (local.get $i) (i32.const 8)))
+        (br $next))))
 )
 `;

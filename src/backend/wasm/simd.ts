@@ -21,6 +21,7 @@ interface Exports {
   softmax_backward(p: number, dp: number, rows: number, cols: number, scale: number): void;
   rms_norm_forward(x: number, w: number, out: number, invRms: number, rows: number, cols: number, eps: number): void;
   rms_norm_backward_input(x: number, w: number, invRms: number, grad: number, xInto: number, rows: number, cols: number): void;
+  widen_bf16(src: number, dst: number, n: number): void;
 }
 
 /** Elements per array per call: five arrays of this fit in a 512 KB L2 cache. A multiple of 4. */
@@ -128,6 +129,18 @@ export class SimdKernels {
       m.set(dp.subarray(o, o + n), per * cols);
       this.x.softmax_backward(0, 4 * per * cols, n / cols, cols, scale);
       dp.set(m.subarray(per * cols, per * cols + n), o);
+    }
+  }
+
+  /** bf16 bit patterns to float32 (exact): `dst[i]`'s bits are `src[i] << 16`. */
+  widenBf16(src: Uint16Array, dst: Float32Array): void {
+    const m = this.scratch(2 * CHUNK);
+    const halves = new Uint16Array(m.buffer, 0, CHUNK);
+    for (let i = 0; i < src.length; i += CHUNK) {
+      const n = Math.min(CHUNK, src.length - i);
+      halves.set(src.subarray(i, i + n));
+      this.x.widen_bf16(0, 4 * CHUNK, (n + 7) & ~7);
+      dst.set(m.subarray(CHUNK, CHUNK + n), i);
     }
   }
 
