@@ -34,8 +34,8 @@ function maskScores(s: AttentionShape, b: number, scores: Float32Array): void {
   const { queries: T, keys: S } = s;
   for (let i = 0; i < T; i++) {
     const row = i * S;
+    // Keys past `end` are left for softmaxRows, which zeroes them.
     const end = visibleEnd(s, i);
-    for (let j = end; j < S; j++) scores[row + j] = -Infinity;
     if (s.keyMask) {
       const m = b * S;
       for (let j = 0; j < end; j++) if (s.keyMask[m + j] === 0) scores[row + j] = -Infinity;
@@ -48,31 +48,35 @@ function maskScores(s: AttentionShape, b: number, scores: Float32Array): void {
   }
 }
 
-/** Softmax of each row in place; a row with no visible key becomes all zeros. */
-function softmaxRows(scores: Float32Array, rows: number, n: number): void {
+/**
+ * Softmax of each row in place; a row with no visible key becomes all zeros. Keys past a row's
+ * causal end are masked for certain, so only [0, end) is exponentiated and the rest set to 0.
+ */
+function softmaxRows(s: AttentionShape, scores: Float32Array): void {
+  const { queries: T, keys: S } = s;
   const vector = simd();
-  if (vector) {
-    for (let r = 0; r < rows; r++) {
-      if (vector.expScaleRow(scores, r * n, n, (sum) => 1 / sum).max === -Infinity) scores.fill(0, r * n, (r + 1) * n);
+  for (let r = 0; r < T; r++) {
+    const o = r * S;
+    const end = visibleEnd(s, r);
+    scores.fill(0, o + end, o + S);
+    if (vector) {
+      if (vector.expScaleRow(scores, o, end, (sum) => 1 / sum).max === -Infinity) scores.fill(0, o, o + end);
+      continue;
     }
-    return;
-  }
-  for (let r = 0; r < rows; r++) {
-    const o = r * n;
     let max = -Infinity;
-    for (let j = 0; j < n; j++) if (scores[o + j] > max) max = scores[o + j];
+    for (let j = 0; j < end; j++) if (scores[o + j] > max) max = scores[o + j];
     if (max === -Infinity) {
-      scores.fill(0, o, o + n);
+      scores.fill(0, o, o + end);
       continue;
     }
     let sum = 0;
-    for (let j = 0; j < n; j++) {
+    for (let j = 0; j < end; j++) {
       const e = fastExp(scores[o + j] - max);
       scores[o + j] = e;
       sum += e;
     }
     const inv = 1 / sum;
-    for (let j = 0; j < n; j++) scores[o + j] *= inv;
+    for (let j = 0; j < end; j++) scores[o + j] *= inv;
   }
 }
 
@@ -118,7 +122,7 @@ export function attentionForward(
     const p = probs ? probs.subarray(pOff, pOff + T * S) : (scratch as Float32Array);
     be.gemm({ transA: false, transB: true, m: T, n: S, k: D, alpha: scale, a: q.subarray(qOff), lda: qRow, b: k.subarray(kvOff), ldb: kvRow, beta: 0, c: p, ldc: S });
     maskScores(s, b, p);
-    softmaxRows(p, T, S);
+    softmaxRows(s, p);
     be.gemm({ transA: false, transB: false, m: T, n: D, k: S, alpha: 1, a: p, lda: S, b: v.subarray(kvOff), ldb: kvRow, beta: 0, c: out.subarray(qOff), ldc: qRow });
   });
 }
