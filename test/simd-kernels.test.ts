@@ -86,6 +86,24 @@ describe('WebAssembly SIMD kernels', { skip: !simdAvailable() && 'WebAssembly SI
     }
   });
 
+  it('SwiGLU backward into one buffer for both inputs (swiglu(x, x)) adds both terms', () => {
+    const x = Float32Array.of(0.5, -1, 2, 3, 0.25);
+    const ones = new Float32Array(x.length).fill(1);
+    const run = (on: boolean): Float32Array =>
+      withSimd(on, () => {
+        const into = new Float32Array(x.length);
+        swigluBackward(x, x, ones, into, into);
+        return into;
+      });
+    // d/dx of SiLU(x)·x = σ(x)·x·(1 + x·(1 − σ(x))) + x·σ(x)
+    const expected = Float64Array.from(x, (v) => {
+      const s = 1 / (1 + Math.exp(-v));
+      return s * v * (1 + v * (1 - s)) + v * s;
+    });
+    assertClose(run(true), expected, 1e-6, 'SIMD on');
+    assertClose(run(false), expected, 1e-6, 'SIMD off');
+  });
+
   it('softmax rows match a float64 reference, masked and padded entries included', () => {
     const kernels = withSimd(true, () => simd());
     assert.ok(kernels);

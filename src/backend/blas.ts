@@ -71,6 +71,9 @@ export class BlasBackend implements Backend {
     if (g.m === 1 && !g.transA) {
       // One row (decoding): a matrix-vector product streams B once instead of packing it for GEMM.
       // C[1×n] = a[1×k]·op(B); with B stored [n, k] (transB) that is B·a, else Bᵀ·a.
+      // Some BLAS builds scale y by beta even when it is 0, and 0·NaN from an uninitialised
+      // output is NaN: clear the one row first.
+      if (g.beta === 0) g.c.fill(0, 0, g.n);
       this.sgemv(CBLAS_ROW_MAJOR, g.transB ? CBLAS_NO_TRANS : CBLAS_TRANS, g.transB ? g.n : g.k, g.transB ? g.k : g.n,
         g.alpha, g.b, g.ldb, g.a, 1, g.beta, g.c, 1);
       return;

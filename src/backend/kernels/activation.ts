@@ -34,7 +34,9 @@ export function swigluBackward(
   gateInto: Float32Array | null,
   upInto: Float32Array | null,
 ): void {
-  const vector = simd();
+  // The SIMD path copies each accumulator separately: two views of one buffer (swiglu(x, x))
+  // must add in place, as the scalar loop does.
+  const vector = gateInto && upInto && gateInto.buffer === upInto.buffer ? null : simd();
   if (vector) return vector.swigluBackward(gate, up, grad, gateInto, upInto);
   for (let i = 0; i < gate.length; i++) {
     const g = gate[i];

@@ -56,6 +56,8 @@ export class SimdKernels {
   /** A view of at least `floats` elements of module memory (growing it detaches older views). */
   private scratch(floats: number): Float32Array {
     const bytes = floats * 4;
+    // Another SimdKernels over the same module may have grown (and so detached) the memory.
+    if (this.f32.buffer !== this.x.memory.buffer) this.f32 = new Float32Array(this.x.memory.buffer);
     if (this.f32.byteLength < bytes) {
       this.x.memory.grow(Math.ceil((bytes - this.f32.byteLength) / PAGE_BYTES));
       this.f32 = new Float32Array(this.x.memory.buffer);
@@ -146,7 +148,7 @@ export class SimdKernels {
 
   /** Whether the row kernels (`softmaxBackward`, the RMSNorm ones) take rows of this length. */
   static rowsFit(cols: number): boolean {
-    return cols % 4 === 0 && cols <= CHUNK;
+    return cols > 0 && cols % 4 === 0 && cols <= CHUNK;
   }
 
   /** RMSNorm over rows of `cols`: out = x·inv·w, inv = 1/√(mean(x²) + eps) kept in `invRms`. */
