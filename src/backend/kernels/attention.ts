@@ -48,6 +48,8 @@ function maskScores(s: AttentionShape, b: number, scores: Float32Array): void {
   }
 }
 
+const reciprocal = (sum: number): number => 1 / sum;
+
 /**
  * Softmax of each row in place; a row with no visible key becomes all zeros. Keys past a row's
  * causal end are masked for certain, so only [0, end) is exponentiated and the rest set to 0.
@@ -60,7 +62,7 @@ function softmaxRows(s: AttentionShape, scores: Float32Array): void {
     const end = visibleEnd(s, r);
     scores.fill(0, o + end, o + S);
     if (vector) {
-      if (vector.expScaleRow(scores, o, end, (sum) => 1 / sum).max === -Infinity) scores.fill(0, o, o + end);
+      if (vector.expScaleRow(scores, o, end, reciprocal).max === -Infinity) scores.fill(0, o, o + end);
       continue;
     }
     let max = -Infinity;

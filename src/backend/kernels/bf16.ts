@@ -1,3 +1,4 @@
+import { bf16ToF32, f32ToBf16 } from '../../io/dtype.js';
 import { simd } from '../wasm/simd.js';
 
 /**
@@ -9,35 +10,14 @@ import { simd } from '../wasm/simd.js';
  * buffer right before the gemm that reads it and is not kept (see `widenToScratch`).
  */
 
-/** float32 -> bf16 bit patterns, round to nearest even. `dst` may be a view of the same length. */
-export function narrowToBf16(src: Float32Array, dst: Uint16Array = new Uint16Array(src.length)): Uint16Array {
-  if (dst.length !== src.length) throw new RangeError(`narrowToBf16: ${src.length} values into ${dst.length}`);
-  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
-  for (let i = 0; i < bits.length; i++) {
-    const x = bits[i];
-    if ((x & 0x7fffffff) > 0x7f800000) {
-      // NaN: truncating could clear every mantissa bit left and turn it into an infinity.
-      dst[i] = (x >>> 16) | 0x0040;
-    } else {
-      // +0x7fff (+1 more when the kept half is odd) carries into bit 16 exactly when the
-      // dropped half is above the midpoint, or at it with an odd kept half: ties to even.
-      // The sum can pass 2^32 only for NaN patterns, handled above.
-      dst[i] = (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
-    }
-  }
-  return dst;
-}
+/** float32 -> bf16 bit patterns, round to nearest even (`io/dtype.ts`, the file formats' rules). */
+export const narrowToBf16 = f32ToBf16;
 
-/** bf16 bit patterns -> float32, exactly. */
+/** bf16 bit patterns -> float32, exactly; through the SIMD kernel when it is on. */
 export function widenBf16(src: Uint16Array, dst: Float32Array = new Float32Array(src.length)): Float32Array {
-  if (dst.length !== src.length) throw new RangeError(`widenBf16: ${src.length} values into ${dst.length}`);
   const vector = simd();
-  if (vector) {
-    vector.widenBf16(src, dst);
-    return dst;
-  }
-  const bits = new Uint32Array(dst.buffer, dst.byteOffset, dst.length);
-  for (let i = 0; i < src.length; i++) bits[i] = src[i] << 16;
+  if (!vector || dst.length !== src.length) return bf16ToF32(src, dst);
+  vector.widenBf16(src, dst);
   return dst;
 }
 

@@ -65,61 +65,45 @@ export class SimdKernels {
     return this.f32;
   }
 
+  /**
+   * Streams arrays of `length` elements through module memory CHUNK at a time: region k holds
+   * `regions[k]`, loaded from `from` before `run` (given the count padded to 4) and stored to
+   * `to` after it. A region with neither (an absent gradient) is left alone.
+   */
+  private streamChunks(length: number, regions: Array<{ from?: Float32Array | null; to?: Float32Array | null }>, run: (padded: number) => void): void {
+    const m = this.scratch(regions.length * CHUNK);
+    for (let i = 0; i < length; i += CHUNK) {
+      const n = Math.min(CHUNK, length - i);
+      regions.forEach(({ from }, k) => from && m.set(from.subarray(i, i + n), k * CHUNK));
+      run(roundUp4(n));
+      regions.forEach(({ to }, k) => to && to.set(m.subarray(k * CHUNK, k * CHUNK + n), i));
+    }
+  }
+
   /** out = SiLU(gate) · up */
   swigluForward(gate: Float32Array, up: Float32Array, out: Float32Array): void {
-    const m = this.scratch(3 * CHUNK);
-    for (let i = 0; i < gate.length; i += CHUNK) {
-      const n = Math.min(CHUNK, gate.length - i);
-      m.set(gate.subarray(i, i + n), 0);
-      m.set(up.subarray(i, i + n), CHUNK);
-      this.x.swiglu_forward(0, 4 * CHUNK, 8 * CHUNK, roundUp4(n));
-      out.set(m.subarray(2 * CHUNK, 2 * CHUNK + n), i);
-    }
+    this.streamChunks(gate.length, [{ from: gate }, { from: up }, { to: out }], (n) => this.x.swiglu_forward(0, 4 * CHUNK, 8 * CHUNK, n));
   }
 
   /** gateInto += ∂/∂gate, upInto += ∂/∂up of SwiGLU, for the output gradient `grad`. */
   swigluBackward(gate: Float32Array, up: Float32Array, grad: Float32Array, gateInto: Float32Array | null, upInto: Float32Array | null): void {
-    const m = this.scratch(5 * CHUNK);
-    for (let i = 0; i < gate.length; i += CHUNK) {
-      const n = Math.min(CHUNK, gate.length - i);
-      m.set(gate.subarray(i, i + n), 0);
-      m.set(up.subarray(i, i + n), CHUNK);
-      m.set(grad.subarray(i, i + n), 2 * CHUNK);
-      if (gateInto) m.set(gateInto.subarray(i, i + n), 3 * CHUNK);
-      if (upInto) m.set(upInto.subarray(i, i + n), 4 * CHUNK);
-      this.x.swiglu_backward(0, 4 * CHUNK, 8 * CHUNK, 12 * CHUNK, 16 * CHUNK, roundUp4(n));
-      if (gateInto) gateInto.set(m.subarray(3 * CHUNK, 3 * CHUNK + n), i);
-      if (upInto) upInto.set(m.subarray(4 * CHUNK, 4 * CHUNK + n), i);
-    }
+    const regions = [{ from: gate }, { from: up }, { from: grad }, { from: gateInto, to: gateInto }, { from: upInto, to: upInto }];
+    this.streamChunks(gate.length, regions, (n) => this.x.swiglu_backward(0, 4 * CHUNK, 8 * CHUNK, 12 * CHUNK, 16 * CHUNK, n));
   }
 
   /** y += alpha·x (same lengths). */
   axpy(alpha: number, x: Float32Array, y: Float32Array): void {
-    const m = this.scratch(2 * CHUNK);
-    for (let i = 0; i < x.length; i += CHUNK) {
-      const n = Math.min(CHUNK, x.length - i);
-      m.set(x.subarray(i, i + n), 0);
-      m.set(y.subarray(i, i + n), CHUNK);
-      this.x.axpy(0, 4 * CHUNK, roundUp4(n), alpha);
-      y.set(m.subarray(CHUNK, CHUNK + n), i);
-    }
+    this.streamChunks(x.length, [{ from: x }, { from: y, to: y }], (n) => this.x.axpy(0, 4 * CHUNK, n, alpha));
   }
 
   /** out = a + b (same lengths). */
   add(a: Float32Array, b: Float32Array, out: Float32Array): void {
-    const m = this.scratch(2 * CHUNK);
-    for (let i = 0; i < a.length; i += CHUNK) {
-      const n = Math.min(CHUNK, a.length - i);
-      m.set(b.subarray(i, i + n), 0);
-      m.set(a.subarray(i, i + n), CHUNK);
-      this.x.axpy(0, 4 * CHUNK, roundUp4(n), 1);
-      out.set(m.subarray(CHUNK, CHUNK + n), i);
-    }
+    this.streamChunks(a.length, [{ from: b }, { from: a, to: out }], (n) => this.x.axpy(0, 4 * CHUNK, n, 1));
   }
 
   /**
    * Softmax's backward for `rows` rows of `cols` probabilities `p` and their gradient `dp`, in
-   * place: dp = p·(dp − Σ dp·p)·scale. `cols` must be a multiple of 4 (see `softmaxBackwardFits`).
+   * place: dp = p·(dp − Σ dp·p)·scale. `cols` must pass `rowsFit`.
    */
   softmaxBackward(p: Float32Array, dp: Float32Array, rows: number, cols: number, scale: number): void {
     const per = Math.max(1, Math.floor(CHUNK / cols));
