@@ -128,6 +128,40 @@ describe('WebAssembly SIMD kernels', { skip: !simdAvailable() && 'WebAssembly SI
     }
   });
 
+  it('softmax rows in blocks: causal ends, any row length, fully masked rows, and results independent of the row length', () => {
+    const kernels = withSimd(true, () => simd());
+    assert.ok(kernels);
+    const rng = new Rng(11);
+    // Lengths around the multiple of 4, and rows enough to take several blocks (65,536 floats).
+    for (const [rows, cols, end0, causal] of [[5, 13, 2, true], [4, 7, 1, false], [3, 1, 1, true], [300, 256, 1, true], [9, 16, 40, true], [2, 70001, 3, true]] as const) {
+      const x = Float32Array.from({ length: rows * cols }, () => (rng.uniform() - 0.5) * 20);
+      x.fill(-Infinity, 0, Math.min(cols, end0)); // row 0 sees only masked keys
+      const expected = new Float64Array(rows * cols);
+      for (let r = 0; r < rows; r++) {
+        const o = r * cols;
+        const end = causal ? Math.min(cols, end0 + r) : cols;
+        let max = -Infinity;
+        for (let j = 0; j < end; j++) max = Math.max(max, x[o + j]);
+        if (max === -Infinity) continue;
+        let sum = 0;
+        for (let j = 0; j < end; j++) sum += Math.exp(x[o + j] - max);
+        for (let j = 0; j < end; j++) expected[o + j] = Math.exp(x[o + j] - max) / sum;
+      }
+      const got = x.slice();
+      kernels.softmaxRows(got, rows, cols, end0, causal);
+      assertClose(got, expected, 3e-7, `softmax rows ${rows}×${cols} from ${end0}${causal ? ' causal' : ''}`);
+    }
+    // A row's result is the same bits whatever the length of the (masked) row around it.
+    const row = Float32Array.from({ length: 10 }, () => (rng.uniform() - 0.5) * 20);
+    const results = [10, 11, 12, 13, 16].map((cols) => {
+      const x = new Float32Array(cols).fill(-Infinity);
+      x.set(row);
+      kernels.softmaxRows(x, 1, cols, 10, true);
+      return Array.from(x.subarray(0, 10));
+    });
+    for (const r of results) assert.deepEqual(r, results[0]);
+  });
+
   it('the exponential is within float32 rounding down to e^-87.3, 0 below it, NaN kept', () => {
     const kernels = withSimd(true, () => simd());
     assert.ok(kernels);

@@ -48,8 +48,6 @@ function maskScores(s: AttentionShape, b: number, scores: Float32Array): void {
   }
 }
 
-const reciprocal = (sum: number): number => 1 / sum;
-
 /**
  * Softmax of each row in place; a row with no visible key becomes all zeros. Keys past a row's
  * causal end are masked for certain, so only [0, end) is exponentiated and the rest set to 0.
@@ -57,14 +55,14 @@ const reciprocal = (sum: number): number => 1 / sum;
 function softmaxRows(s: AttentionShape, scores: Float32Array): void {
   const { queries: T, keys: S } = s;
   const vector = simd();
+  if (vector) {
+    vector.softmaxRows(scores, T, S, s.queryOffset + 1, s.causal);
+    return;
+  }
   for (let r = 0; r < T; r++) {
     const o = r * S;
     const end = visibleEnd(s, r);
     scores.fill(0, o + end, o + S);
-    if (vector) {
-      if (vector.expScaleRow(scores, o, end, reciprocal).max === -Infinity) scores.fill(0, o, o + end);
-      continue;
-    }
     let max = -Infinity;
     for (let j = 0; j < end; j++) if (scores[o + j] > max) max = scores[o + j];
     if (max === -Infinity) {
@@ -91,8 +89,11 @@ function strides(s: AttentionShape): { qRow: number; kvRow: number; scale: numbe
  * Visits every (batch, key/value head) with the offsets of its key/value head's first row and of
  * the first of its query heads' [queries, keys] probability blocks. The `group` = heads/kvHeads
  * query heads that share a key/value head (grouped-query attention) are consecutive, so their
- * blocks form one [group·queries, keys] matrix: one product per group instead of one per head
- * (per-head products of 256 rows ran at 50–70 GFLOP/s in training, grouped ones at about 160).
+ * blocks form one [group·queries, keys] matrix. The products whose output has a row per key or
+ * per query-and-key (q·kᵀ, dO·vᵀ, Pᵀ·dO) run once per group on head-major copies: per head, with
+ * 256 strided rows of 64, they ran at 50–80 GFLOP/s. Products with a [queries, headDim] output
+ * per head run per head, straight into the strided buffers, which is as fast as grouping them
+ * and saves copying back.
  */
 function forEachGroup(s: AttentionShape, visit: (b: number, h0: number, kvOff: number, pOff: number) => void): void {
   const { batch: B, queries: T, keys: S, heads: H, kvHeads: HKV, headDim: D, kvCapacity } = s;
@@ -106,6 +107,11 @@ function forEachGroup(s: AttentionShape, visit: (b: number, h0: number, kvOff: n
   }
 }
 
+/** Offset of the first row of query head h of batch b in a [batch, tokens, heads, headDim] buffer. */
+function queryOffset(s: AttentionShape, b: number, h: number): number {
+  return b * s.queries * s.heads * s.headDim + h * s.headDim;
+}
+
 /**
  * Copies the rows of query heads h0..h0+group−1 of batch b out of a [batch, tokens, heads,
  * headDim] buffer into `into`, head-major: [group, tokens, headDim], contiguous.
@@ -115,24 +121,10 @@ function gatherHeads(s: AttentionShape, from: Float32Array, b: number, h0: numbe
   const { qRow } = strides(s);
   const group = s.heads / s.kvHeads;
   for (let g = 0; g < group; g++) {
+    const first = queryOffset(s, b, h0 + g);
     for (let t = 0; t < T; t++) {
-      const src = b * T * qRow + t * qRow + (h0 + g) * D;
+      const src = first + t * qRow;
       into.set(from.subarray(src, src + D), (g * T + t) * D);
-    }
-  }
-}
-
-/** The inverse of gatherHeads: writes (or, with `add`, adds) head-major rows back in place. */
-function scatterHeads(s: AttentionShape, from: Float32Array, b: number, h0: number, into: Float32Array, add: boolean): void {
-  const { queries: T, headDim: D } = s;
-  const { qRow } = strides(s);
-  const group = s.heads / s.kvHeads;
-  for (let g = 0; g < group; g++) {
-    for (let t = 0; t < T; t++) {
-      const dst = b * T * qRow + t * qRow + (h0 + g) * D;
-      const src = (g * T + t) * D;
-      if (add) for (let d = 0; d < D; d++) into[dst + d] += from[src + d];
-      else into.set(from.subarray(src, src + D), dst);
     }
   }
 }
@@ -161,19 +153,20 @@ export function attentionForward(
   probs: Float32Array | null,
 ): void {
   const { queries: T, keys: S, headDim: D } = s;
-  const { kvRow, scale } = strides(s);
+  const { qRow, kvRow, scale } = strides(s);
   const group = s.heads / s.kvHeads;
   const rows = group * T;
   const scratch = probs ? null : new Float32Array(rows * S);
   const qg = new Float32Array(rows * D);
-  const og = new Float32Array(rows * D);
   forEachGroup(s, (b, h0, kvOff, pOff) => {
     const p = probs ? probs.subarray(pOff, pOff + rows * S) : (scratch as Float32Array);
     gatherHeads(s, q, b, h0, qg);
     be.gemm({ transA: false, transB: true, m: rows, n: S, k: D, alpha: scale, a: qg, lda: D, b: k.subarray(kvOff), ldb: kvRow, beta: 0, c: p, ldc: S });
     groupSoftmax(s, b, p, group);
-    be.gemm({ transA: false, transB: false, m: rows, n: D, k: S, alpha: 1, a: p, lda: S, b: v.subarray(kvOff), ldb: kvRow, beta: 0, c: og, ldc: D });
-    scatterHeads(s, og, b, h0, out, false);
+    for (let g = 0; g < group; g++) {
+      const qOff = queryOffset(s, b, h0 + g);
+      be.gemm({ transA: false, transB: false, m: T, n: D, k: S, alpha: 1, a: p.subarray(g * T * S), lda: S, b: v.subarray(kvOff), ldb: kvRow, beta: 0, c: out.subarray(qOff), ldc: qRow });
+    }
   });
 }
 
@@ -191,13 +184,11 @@ export function attentionBackward(
   vInto: Float32Array | null,
 ): void {
   const { queries: T, keys: S, headDim: D } = s;
-  const { kvRow, scale } = strides(s);
+  const { qRow, kvRow, scale } = strides(s);
   const group = s.heads / s.kvHeads;
   const rows = group * T;
   const dp = new Float32Array(rows * S);
   const gg = new Float32Array(rows * D);
-  const qg = kInto ? new Float32Array(rows * D) : null;
-  const dqg = qInto ? new Float32Array(rows * D) : null;
   const vector = SimdKernels.rowsFit(S) ? simd() : null;
   forEachGroup(s, (b, h0, kvOff, pOff) => {
     const p = probs.subarray(pOff, pOff + rows * S);
@@ -215,13 +206,15 @@ export function attentionBackward(
       for (let j = 0; j < S; j++) dot += dp[o + j] * p[o + j];
       for (let j = 0; j < S; j++) dp[o + j] = p[o + j] * (dp[o + j] - dot) * scale;
     }
-    if (qInto && dqg) {
-      be.gemm({ transA: false, transB: false, m: rows, n: D, k: S, alpha: 1, a: dp, lda: S, b: k.subarray(kvOff), ldb: kvRow, beta: 0, c: dqg, ldc: D });
-      scatterHeads(s, dqg, b, h0, qInto, true);
-    }
-    if (kInto && qg) {
-      gatherHeads(s, q, b, h0, qg);
-      be.gemm({ transA: true, transB: false, m: S, n: D, k: rows, alpha: 1, a: dp, lda: S, b: qg, ldb: D, beta: 1, c: kInto.subarray(kvOff), ldc: kvRow });
+    for (let g = 0; g < group; g++) {
+      const qOff = queryOffset(s, b, h0 + g);
+      const ds = dp.subarray(g * T * S);
+      if (qInto) {
+        be.gemm({ transA: false, transB: false, m: T, n: D, k: S, alpha: 1, a: ds, lda: S, b: k.subarray(kvOff), ldb: kvRow, beta: 1, c: qInto.subarray(qOff), ldc: qRow });
+      }
+      if (kInto) {
+        be.gemm({ transA: true, transB: false, m: S, n: D, k: T, alpha: 1, a: ds, lda: S, b: q.subarray(qOff), ldb: qRow, beta: 1, c: kInto.subarray(kvOff), ldc: kvRow });
+      }
     }
   });
 }

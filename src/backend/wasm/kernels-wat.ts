@@ -84,7 +84,7 @@ export const KERNELS_WAT = `
             (f32x4.add ${f(1)} (f32x4.mul (local.get $g) (f32x4.sub ${f(1)} (local.get $s)))))))`)})
 
   ;; max of x[0, n), -inf for none; NaN entries are skipped (pmax keeps the running max).
-  (func (export "max") (param $x i32) (param $n i32) (result f32)
+  (func $max (export "max") (param $x i32) (param $n i32) (result f32)
     (local $i i32) (local $off i32) (local $m v128) (local $best f32)
     (local.set $m ${f('-inf')})
     ${loop(`(local.set $m (f32x4.pmax (local.get $m) (v128.load ${at('$x')})))`)}
@@ -94,7 +94,7 @@ export const KERNELS_WAT = `
     (select (f32x4.extract_lane 3 (local.get $m)) (local.get $best) (f32.gt (f32x4.extract_lane 3 (local.get $m)) (local.get $best))))
 
   ;; x = e^(x - shift) in place; returns the sum, accumulated in float64.
-  (func (export "exp_shift_sum") (param $x i32) (param $n i32) (param $shift f32) (result f64)
+  (func $exp_shift_sum (export "exp_shift_sum") (param $x i32) (param $n i32) (param $shift f32) (result f64)
     (local $i i32) (local $off i32) (local $sh v128) (local $lo v128) (local $hi v128) ${EXP_LOCALS}
     (local.set $sh (f32x4.splat (local.get $shift)))
     ${loop(`
@@ -108,10 +108,48 @@ export const KERNELS_WAT = `
     (f64.add (f64x2.extract_lane 0 (local.get $lo)) (f64x2.extract_lane 1 (local.get $lo))))
 
   ;; x *= k
-  (func (export "scale") (param $x i32) (param $n i32) (param $k f32)
+  (func $scale (export "scale") (param $x i32) (param $n i32) (param $k f32)
     (local $i i32) (local $off i32) (local $kv v128)
     (local.set $kv (f32x4.splat (local.get $k)))
     ${loop(`(v128.store ${at('$x')} (f32x4.mul (v128.load ${at('$x')}) (local.get $kv)))`)})
+  ;; x[0, n) = 0
+  (func $zero (param $x i32) (param $n i32)
+    (local $i i32) (local $off i32)
+    ${loop(`(v128.store ${at('$x')} (v128.const i32x4 0 0 0 0))`)})
+
+  ;; Softmax of $rows rows of $cols in place, rows $stride apart ($stride a multiple of 4, at
+  ;; least $cols). Row r is taken over its first end = min($cols, $end0 + r) entries when
+  ;; $causal (else all $cols); the rest of the row up to $stride, and every entry of a row whose
+  ;; max is -inf, become 0. One call per block of rows: a call from JavaScript per row cost more
+  ;; than the row's arithmetic.
+  (func (export "softmax_rows") (param $x i32) (param $rows i32) (param $cols i32) (param $stride i32) (param $end0 i32) (param $causal i32)
+    (local $r i32) (local $end i32) (local $n i32) (local $j i32) (local $m f32)
+    (block $rows_done
+      (loop $row
+        (br_if $rows_done (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $end (local.get $cols))
+        (if (local.get $causal)
+          (then (if (i32.lt_s (i32.add (local.get $end0) (local.get $r)) (local.get $cols))
+            (then (local.set $end (i32.add (local.get $end0) (local.get $r)))))))
+        (local.set $n (i32.and (i32.add (local.get $end) (i32.const 3)) (i32.const -4)))
+        (local.set $j (local.get $end))
+        (block $pad_done
+          (loop $pad
+            (br_if $pad_done (i32.ge_u (local.get $j) (local.get $n)))
+            (f32.store (i32.add (local.get $x) (i32.shl (local.get $j) (i32.const 2))) (f32.const -inf))
+            (local.set $j (i32.add (local.get $j) (i32.const 1)))
+            (br $pad)))
+        (local.set $m (call $max (local.get $x) (local.get $n)))
+        (if (f32.eq (local.get $m) (f32.const -inf))
+          (then (call $zero (local.get $x) (local.get $stride)))
+          (else
+            (call $scale (local.get $x) (local.get $n)
+              (f32.demote_f64 (f64.div (f64.const 1) (call $exp_shift_sum (local.get $x) (local.get $n) (local.get $m)))))
+            (call $zero (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))) (i32.sub (local.get $stride) (local.get $n)))))
+        (local.set $x (i32.add (local.get $x) (i32.shl (local.get $stride) (i32.const 2))))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $row))))
+
   ;; y += alpha * x
   (func (export "axpy") (param $x i32) (param $y i32) (param $n i32) (param $alpha f32)
     (local $i i32) (local $off i32) (local $a v128)

@@ -18,6 +18,7 @@ interface Exports {
   exp_shift_sum(x: number, n: number, shift: number): number;
   scale(x: number, n: number, k: number): void;
   axpy(x: number, y: number, n: number, alpha: number): void;
+  softmax_rows(x: number, rows: number, cols: number, stride: number, end0: number, causal: number): void;
   softmax_backward(p: number, dp: number, rows: number, cols: number, scale: number): void;
   rms_norm_forward(x: number, w: number, out: number, invRms: number, rows: number, cols: number, eps: number): void;
   rms_norm_backward_input(x: number, w: number, invRms: number, grad: number, xInto: number, rows: number, cols: number): void;
@@ -27,6 +28,8 @@ interface Exports {
 /** Elements per array per call: five arrays of this fit in a 512 KB L2 cache. A multiple of 4. */
 const CHUNK = 16384;
 const PAGE_BYTES = 65536;
+/** Elements of the row kernels' blocks: whole rows, up to 256 KB. */
+const BLOCK = 4 * CHUNK;
 
 async function instantiate(): Promise<Exports | null> {
   try {
@@ -99,6 +102,28 @@ export class SimdKernels {
   /** out = a + b (same lengths). */
   add(a: Float32Array, b: Float32Array, out: Float32Array): void {
     this.streamChunks(a.length, [{ from: b }, { from: a, to: out }], (n) => this.x.axpy(0, 4 * CHUNK, n, 1));
+  }
+
+  /**
+   * Softmax of each of `rows` rows of `cols` in place, row r over its first min(cols, end0 + r)
+   * entries when `causal`, else over all; the rest of each row, and rows whose entries are all
+   * −∞, become 0. Rows whose length is not a multiple of 4 are padded to one in module memory,
+   * so every length takes the same arithmetic (a row's result does not depend on its padding).
+   */
+  softmaxRows(x: Float32Array, rows: number, cols: number, end0: number, causal: boolean): void {
+    if (cols === 0) return;
+    const stride = roundUp4(cols);
+    const per = Math.max(1, Math.floor(BLOCK / stride));
+    const m = this.scratch(per * stride);
+    for (let r = 0; r < rows; r += per) {
+      const n = Math.min(per, rows - r);
+      const o = r * cols;
+      if (stride === cols) m.set(x.subarray(o, o + n * cols), 0);
+      else for (let i = 0; i < n; i++) m.set(x.subarray(o + i * cols, o + (i + 1) * cols), i * stride);
+      this.x.softmax_rows(0, n, cols, stride, end0 + r, causal ? 1 : 0);
+      if (stride === cols) x.set(m.subarray(0, n * cols), o);
+      else for (let i = 0; i < n; i++) x.set(m.subarray(i * stride, i * stride + cols), o + i * cols);
+    }
   }
 
   /**
