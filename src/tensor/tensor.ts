@@ -110,10 +110,7 @@ export class Tensor {
    * to be overwritten.
    */
   static uninitialized(shape: readonly number[]): Tensor {
-    const n = sizeOf(shape);
-    if (n < UNINITIALIZED_MIN) return new Tensor(new Float32Array(n), shape);
-    const bytes = Buffer.allocUnsafeSlow(n * 4);
-    return new Tensor(new Float32Array(bytes.buffer, bytes.byteOffset, n), shape);
+    return new Tensor(uninitializedFloats(sizeOf(shape)), shape);
   }
 
   static from(values: ArrayLike<number>, shape: readonly number[] = [values.length], requiresGrad = false): Tensor {
@@ -232,6 +229,13 @@ export function sizeOf(shape: readonly number[]): number {
   return n;
 }
 
+/** n floats whose values are whatever memory held (small ones are zeroed: not worth a Buffer). */
+function uninitializedFloats(n: number): Float32Array {
+  if (n < UNINITIALIZED_MIN) return new Float32Array(n);
+  const bytes = Buffer.allocUnsafeSlow(n * 4);
+  return new Float32Array(bytes.buffer, bytes.byteOffset, n);
+}
+
 /**
  * Receives an op's input gradients. `acc(input)` hands out the buffer to add into, or null when
  * the input needs no gradient (or did not need one when the op ran), so backward kernels can
@@ -240,6 +244,13 @@ export function sizeOf(shape: readonly number[]): number {
  */
 export interface GradSink {
   acc(input: AutogradMeta | Tensor): Float32Array | null;
+  /**
+   * Like `acc`, for a kernel that can either overwrite or add (a product's beta): when the input
+   * has no gradient yet, its buffer is new and not zeroed, `beta` is 0 and the kernel must write
+   * every element; otherwise `beta` is 1 and the kernel adds. Saves zeroing a buffer only to add
+   * to it.
+   */
+  into(input: AutogradMeta | Tensor): { grad: Float32Array; beta: 0 | 1 } | null;
   /**
    * Adds `grad`, of the input's full size, to the input's gradient. When the input has none yet
    * and `grad` is the output gradient the rule was given, the sink keeps that buffer rather than
@@ -356,6 +367,15 @@ function runBackward(root: AutogradMeta, outputGrad?: Float32Array): void {
         grads.set(t, g);
       }
       return g;
+    },
+    into(input: AutogradMeta | Tensor): { grad: Float32Array; beta: 0 | 1 } | null {
+      const t = input instanceof Tensor ? input.autograd : input;
+      if (!t.requiresGrad || !running.inputs.includes(t)) return null;
+      const g = grads.get(t);
+      if (g) return { grad: g, beta: 1 };
+      const fresh = uninitializedFloats(t.size);
+      grads.set(t, fresh);
+      return { grad: fresh, beta: 0 };
     },
     add(input: AutogradMeta | Tensor, grad: Float32Array): void {
       const t = input instanceof Tensor ? input.autograd : input;

@@ -32,13 +32,24 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const outShape = transA ? [m, n] : [...a.shape.slice(0, -1), n];
   const out = Tensor.uninitialized(outShape);
   gemm2d(a.data, valuesOf(b.bf16 ?? b.data), out.data, m, n, kA, transA, transB, 0);
+  return recordMatmul(out, a, b, null, m, n, kA, transA, transB);
+}
+
+/**
+ * Records a 2-D product (plus a bias row when given) for backward: dA and dB overwrite a new
+ * gradient buffer or add to an existing one, and the bias gets the column sums of dC.
+ */
+function recordMatmul(out: Tensor, a: Tensor, b: Tensor, bias: Tensor | null, m: number, n: number, k: number, transA: boolean, transB: boolean): Tensor {
   // dA needs B: a bf16 B is kept as bf16 and widened again when backward runs.
   const { aData, bData, ag, bg } = keepForBackward(a, b);
-  return record(out, 'matmul', [a, b], (g, sink) => {
-    const ga = sink.acc(ag);
-    const gb = sink.acc(bg);
-    if (ga) gradA(g, valuesOf(saved(bData, 'matmul B')), ga, m, n, kA, transA, transB);
-    if (gb) gradB(g, saved(aData, 'matmul A'), gb, m, n, kA, transA, transB);
+  const biasMeta = bias ? bias.autograd : null;
+  return record(out, bias ? 'linear' : 'matmul', bias ? [a, b, bias] : [a, b], (g, sink) => {
+    const ga = sink.into(ag);
+    const gb = sink.into(bg);
+    if (ga) gradA(g, valuesOf(saved(bData, 'matmul B')), ga.grad, m, n, k, transA, transB, ga.beta);
+    if (gb) gradB(g, saved(aData, 'matmul A'), gb.grad, m, n, k, transA, transB, gb.beta);
+    const gBias = biasMeta ? sink.acc(biasMeta) : null;
+    if (gBias) for (let r = 0; r < m; r++) for (let j = 0; j < n; j++) gBias[j] += g[r * n + j];
   });
 }
 
@@ -62,8 +73,8 @@ function batchedMatmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
     const gb = sink.acc(bg);
     for (let i = 0; i < batch; i++) {
       const gi = g.subarray(i * sc);
-      if (ga) gradA(gi, valuesOf(saved(bData, 'matmul B')).subarray(i * sb), ga.subarray(i * sa), m, n, kA, transA, transB);
-      if (gb) gradB(gi, saved(aData, 'matmul A').subarray(i * sa), gb.subarray(i * sb), m, n, kA, transA, transB);
+      if (ga) gradA(gi, valuesOf(saved(bData, 'matmul B')).subarray(i * sb), ga.subarray(i * sa), m, n, kA, transA, transB, 1);
+      if (gb) gradB(gi, saved(aData, 'matmul A').subarray(i * sa), gb.subarray(i * sb), m, n, kA, transA, transB, 1);
     }
   });
 }
@@ -86,25 +97,36 @@ function gemm2d(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n:
   backend().gemm({ transA, transB, m, n, k, alpha: 1, a, lda: transA ? m : k, b, ldb: transB ? k : n, beta, c, ldc: n });
 }
 
-/** dA from dC: dC·op(B)ᵀ, or its transpose when A was transposed. Accumulates. */
-function gradA(g: Float32Array, b: Float32Array, into: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean): void {
+/** dA from dC: dC·op(B)ᵀ, or its transpose when A was transposed; added to `into` when beta is 1. */
+function gradA(g: Float32Array, b: Float32Array, into: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean, beta: 0 | 1): void {
   const be = backend();
   const ldb = transB ? k : n;
-  if (!transA) be.gemm({ transA: false, transB: !transB, m, n: k, k: n, alpha: 1, a: g, lda: n, b, ldb, beta: 1, c: into, ldc: k });
-  else be.gemm({ transA: transB, transB: true, m: k, n: m, k: n, alpha: 1, a: b, lda: ldb, b: g, ldb: n, beta: 1, c: into, ldc: m });
+  if (!transA) be.gemm({ transA: false, transB: !transB, m, n: k, k: n, alpha: 1, a: g, lda: n, b, ldb, beta, c: into, ldc: k });
+  else be.gemm({ transA: transB, transB: true, m: k, n: m, k: n, alpha: 1, a: b, lda: ldb, b: g, ldb: n, beta, c: into, ldc: m });
 }
 
-/** dB from dC: op(A)ᵀ·dC, or its transpose when B was transposed. Accumulates. */
-function gradB(g: Float32Array, a: Float32Array, into: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean): void {
+/** dB from dC: op(A)ᵀ·dC, or its transpose when B was transposed; added to `into` when beta is 1. */
+function gradB(g: Float32Array, a: Float32Array, into: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean, beta: 0 | 1): void {
   const be = backend();
   const lda = transA ? m : k;
-  if (!transB) be.gemm({ transA: !transA, transB: false, m: k, n, k: m, alpha: 1, a, lda, b: g, ldb: n, beta: 1, c: into, ldc: n });
-  else be.gemm({ transA: true, transB: transA, m: n, n: k, k: m, alpha: 1, a: g, lda: n, b: a, ldb: lda, beta: 1, c: into, ldc: k });
+  if (!transB) be.gemm({ transA: !transA, transB: false, m: k, n, k: m, alpha: 1, a, lda, b: g, ldb: n, beta, c: into, ldc: n });
+  else be.gemm({ transA: true, transB: transA, m: n, n: k, k: m, alpha: 1, a: g, lda: n, b: a, ldb: lda, beta, c: into, ldc: k });
 }
 
-/** y = x·Wᵀ + bias for W stored [out, in] as Hugging Face stores it. */
+/**
+ * y = x·Wᵀ + bias for W stored [out, in] as Hugging Face stores it. The bias is copied into
+ * each output row and the product added to it (beta 1): no separate broadcast pass.
+ */
 export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
-  const y = matmul(x, weight, { transB: true });
-  if (!bias) return y;
-  return add(y, bias);
+  if (!bias) return matmul(x, weight, { transB: true });
+  const n = weight.shape[0];
+  if (bias.bf16 || bias.ndim !== 1 || bias.size !== n || weight.ndim !== 2 || x.ndim < 2 || x.lastDim !== weight.shape[1]) {
+    return add(matmul(x, weight, { transB: true }), bias);
+  }
+  if (x.bf16) throw new Error(`matmul: only the second operand (a weight) may be stored as bf16, got A ${x}`);
+  const m = x.size / x.lastDim;
+  const out = Tensor.uninitialized([...x.shape.slice(0, -1), n]);
+  for (let r = 0; r < m; r++) out.data.set(bias.data, r * n);
+  gemm2d(x.data, valuesOf(weight.bf16 ?? weight.data), out.data, m, n, x.lastDim, false, true, 1);
+  return recordMatmul(out, x, weight, bias, m, n, x.lastDim, false, true);
 }
