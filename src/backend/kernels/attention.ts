@@ -170,6 +170,12 @@ export function attentionForward(
   });
 }
 
+/** Where a gradient goes: `beta` 0 when `grad` is new (to be overwritten), 1 to add to it. */
+export interface GradInto {
+  grad: Float32Array;
+  beta: 0 | 1;
+}
+
 /** Gradients of the attention inputs from the output gradient and the kept probabilities. */
 export function attentionBackward(
   be: Backend,
@@ -179,9 +185,9 @@ export function attentionBackward(
   v: Float32Array,
   probs: Float32Array,
   grad: Float32Array,
-  qInto: Float32Array | null,
-  kInto: Float32Array | null,
-  vInto: Float32Array | null,
+  qInto: GradInto | null,
+  kInto: GradInto | null,
+  vInto: GradInto | null,
 ): void {
   const { queries: T, keys: S, headDim: D } = s;
   const { qRow, kvRow, scale } = strides(s);
@@ -194,7 +200,8 @@ export function attentionBackward(
     const p = probs.subarray(pOff, pOff + rows * S);
     gatherHeads(s, grad, b, h0, gg);
     if (vInto) {
-      be.gemm({ transA: true, transB: false, m: S, n: D, k: rows, alpha: 1, a: p, lda: S, b: gg, ldb: D, beta: 1, c: vInto.subarray(kvOff), ldc: kvRow });
+      // Each (batch, key/value head) block of dV is written by this one product.
+      be.gemm({ transA: true, transB: false, m: S, n: D, k: rows, alpha: 1, a: p, lda: S, b: gg, ldb: D, beta: vInto.beta, c: vInto.grad.subarray(kvOff), ldc: kvRow });
     }
     if (!qInto && !kInto) return;
     be.gemm({ transA: false, transB: true, m: rows, n: S, k: D, alpha: 1, a: gg, lda: D, b: v.subarray(kvOff), ldb: kvRow, beta: 0, c: dp, ldc: S });
@@ -210,10 +217,12 @@ export function attentionBackward(
       const qOff = queryOffset(s, b, h0 + g);
       const ds = dp.subarray(g * T * S);
       if (qInto) {
-        be.gemm({ transA: false, transB: false, m: T, n: D, k: S, alpha: 1, a: ds, lda: S, b: k.subarray(kvOff), ldb: kvRow, beta: 1, c: qInto.subarray(qOff), ldc: qRow });
+        be.gemm({ transA: false, transB: false, m: T, n: D, k: S, alpha: 1, a: ds, lda: S, b: k.subarray(kvOff), ldb: kvRow, beta: qInto.beta, c: qInto.grad.subarray(qOff), ldc: qRow });
       }
       if (kInto) {
-        be.gemm({ transA: true, transB: false, m: S, n: D, k: T, alpha: 1, a: ds, lda: S, b: q.subarray(qOff), ldb: qRow, beta: 1, c: kInto.subarray(kvOff), ldc: kvRow });
+        // The group's heads add up into one key block: only the first may overwrite it.
+        const beta = g === 0 ? kInto.beta : 1;
+        be.gemm({ transA: true, transB: false, m: S, n: D, k: T, alpha: 1, a: ds, lda: S, b: q.subarray(qOff), ldb: qRow, beta, c: kInto.grad.subarray(kvOff), ldc: kvRow });
       }
     }
   });

@@ -26,14 +26,15 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     batch: B, queries: T, keys: S, kvCapacity: S, heads: H, kvHeads: HKV, headDim: D,
     queryOffset: S - T, causal: opts.causal ?? true, keyMask: opts.keyMask ?? null, segments: opts.segments ?? null,
   };
-  const out = Tensor.zeros(q.shape);
+  // The kernel writes every output and probability.
+  const out = Tensor.uninitialized(q.shape);
   // Backward keeps q, k, v and the probabilities [B, H, T, S].
   const keep = needsGrad(q, k, v);
-  const probs = keep ? new Float32Array(B * H * T * S) : null;
+  const probs = keep ? Tensor.uninitialized([B, H, T, S]).data : null;
   const be = backend();
   attentionForward(be, shape, q.data, k.data, v.data, out.data, probs);
   const [qData, kData, vData, qg, kg, vg] = [q.data, k.data, v.data, q.autograd, k.autograd, v.autograd];
   return record(out, 'attention', [q, k, v], (g, sink) => {
-    attentionBackward(be, shape, qData, kData, vData, saved(probs, 'attention probabilities'), g, sink.acc(qg), sink.acc(kg), sink.acc(vg));
+    attentionBackward(be, shape, qData, kData, vData, saved(probs, 'attention probabilities'), g, sink.into(qg), sink.into(kg), sink.into(vg));
   });
 }

@@ -14,12 +14,12 @@ export function rope(x: Tensor, positions: Int32Array, tables: RopeTables): Tens
   let maxPos = 0;
   for (let i = 0; i < positions.length; i++) if (positions[i] > maxPos) maxPos = positions[i];
   tables.ensure(maxPos + 1);
-  const out = Tensor.zeros(x.shape);
+  const out = Tensor.uninitialized(x.shape);
   ropeApply(x.data, heads, headDim, positions, tables, out.data, 1);
   const xg = x.autograd;
   return record(out, 'rope', [x], (g, sink) => {
-    const gx = sink.acc(xg);
+    const gx = sink.into(xg);
     // A rotation's transpose is the opposite rotation.
-    if (gx) ropeApply(g, heads, headDim, positions, tables, gx, -1, true);
+    if (gx) ropeApply(g, heads, headDim, positions, tables, gx.grad, -1, gx.beta === 1);
   });
 }
