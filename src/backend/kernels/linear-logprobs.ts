@@ -1,3 +1,4 @@
+import { helperThread } from '../threads/helper-thread.js';
 import { simd } from '../wasm/simd.js';
 import { fastExp } from './fast-exp.js';
 import type { Backend } from '../backend.js';
@@ -16,6 +17,18 @@ export function logitChunkRows(vocab: number, rows: number): number {
   return Math.min(rows, rounded);
 }
 
+let scratch = new Float32Array(new SharedArrayBuffer(0));
+
+/**
+ * The buffer chunks of logits are computed into: shared, so that the helper thread can take half
+ * of a chunk's rows, and kept from call to call. A new one per call stayed alive until the
+ * helper's own garbage collection, which its light work rarely triggers: 155 MB more at peak.
+ */
+function logitScratch(floats: number): Float32Array {
+  if (scratch.length < floats) scratch = new Float32Array(new SharedArrayBuffer(floats * 4));
+  return scratch.subarray(0, floats);
+}
+
 /**
  * Visits the rows of logits = h·Wᵀ a chunk at a time, so the full [rows, vocab] matrix never
  * exists: `visit(r0, n, logits)` gets rows r0..r0+n−1 in `logits` (n × vocab, row-major), which
@@ -31,7 +44,7 @@ function forEachLogitChunk(
   visit: (r0: number, n: number, logits: Float32Array) => void,
 ): void {
   const chunk = logitChunkRows(vocab, rows);
-  const logits = new Float32Array(chunk * vocab);
+  const logits = logitScratch(chunk * vocab);
   for (let r0 = 0; r0 < rows; r0 += chunk) {
     const n = Math.min(chunk, rows - r0);
     be.gemm({ transA: false, transB: true, m: n, n: vocab, k: hidden, alpha: 1, a: h.subarray(r0 * hidden), lda: hidden, b: w, ldb: hidden, beta: 0, c: logits, ldc: vocab });
@@ -58,17 +71,9 @@ export function linearLogprobsForward(
   out: Float32Array,
   dh: Float32Array | null,
 ): void {
+  const ones = dh ? new Float32Array(logitChunkRows(vocab, rows)).fill(1) : null;
   forEachLogitChunk(be, h, w, rows, hidden, vocab, (r0, n, logits) => {
-    for (let i = 0; i < n; i++) {
-      const t = targets[r0 + i];
-      const o = i * vocab;
-      if (t < 0) {
-        out[r0 + i] = 0;
-        if (dh) logits.fill(0, o, o + vocab);
-        continue;
-      }
-      out[r0 + i] = dh ? rowToLogitGrad(logits, o, vocab, t, 1) : logits[o + t] - rowLse(logits, o, vocab);
-    }
+    chunkRows(logits, vocab, n, targets.subarray(r0, r0 + n), ones, out.subarray(r0, r0 + n));
     if (dh) {
       be.gemm({ transA: false, transB: false, m: n, n: hidden, k: vocab, alpha: 1, a: logits, lda: vocab, b: w, ldb: hidden, beta: 0, c: dh.subarray(r0 * hidden), ldc: hidden });
     }
@@ -93,16 +98,7 @@ export function linearLogprobsBackward(
   hInto: Float32Array | null,
 ): void {
   forEachLogitChunk(be, h, w, rows, hidden, vocab, (r0, n, logits) => {
-    for (let i = 0; i < n; i++) {
-      const t = targets[r0 + i];
-      const g = grad[r0 + i];
-      const o = i * vocab;
-      if (t < 0 || g === 0) {
-        logits.fill(0, o, o + vocab);
-        continue;
-      }
-      rowToLogitGrad(logits, o, vocab, t, g);
-    }
+    chunkRows(logits, vocab, n, targets.subarray(r0, r0 + n), grad.subarray(r0, r0 + n), null);
     if (wInto) {
       be.gemm({ transA: true, transB: false, m: vocab, n: hidden, k: n, alpha: 1, a: logits, lda: vocab, b: h.subarray(r0 * hidden), ldb: hidden, beta: 1, c: wInto, ldc: hidden });
     }
@@ -110,6 +106,43 @@ export function linearLogprobsBackward(
       be.gemm({ transA: false, transB: false, m: n, n: hidden, k: vocab, alpha: 1, a: logits, lda: vocab, b: w, ldb: hidden, beta: 1, c: hInto.subarray(r0 * hidden), ldc: hidden });
     }
   });
+}
+
+/**
+ * One chunk's rows through `logitRows`, half of them on the helper thread when it is ready.
+ * `out` (when given) receives log p(target) per row.
+ */
+function chunkRows(logits: Float32Array, vocab: number, n: number, targets: Int32Array, grads: Float32Array | null, out: Float32Array | null): void {
+  const results = new Float64Array(new SharedArrayBuffer(n * 8));
+  const helper = simd() && n > 1 ? helperThread() : null;
+  if (helper) {
+    const half = n >> 1;
+    const done = helper.split({ kind: 'logit-rows', logits, vocab, from: half, to: n, targets, grads, out: results }, () =>
+      logitRows(logits, vocab, 0, half, targets, grads, results),
+    );
+    if (!done) logitRows(logits, vocab, half, n, targets, grads, results);
+  } else {
+    logitRows(logits, vocab, 0, n, targets, grads, results);
+  }
+  if (out) for (let i = 0; i < n; i++) out[i] = results[i];
+}
+
+/**
+ * Rows [from, to) of a chunk of logits (row i at i·vocab): out[i] = log p(targets[i]), 0 for a
+ * negative target. With `grads`, row i also becomes grads[i]·(onehot(t) − softmax), or 0 where
+ * the target is negative or the factor 0. Both threads run this on their halves.
+ */
+export function logitRows(logits: Float32Array, vocab: number, from: number, to: number, targets: Int32Array, grads: Float32Array | null, out: Float64Array): void {
+  for (let i = from; i < to; i++) {
+    const t = targets[i];
+    const o = i * vocab;
+    if (t < 0 || (grads && grads[i] === 0)) {
+      out[i] = 0;
+      if (grads) logits.fill(0, o, o + vocab);
+      continue;
+    }
+    out[i] = grads ? rowToLogitGrad(logits, o, vocab, t, grads[i]) : logits[o + t] - rowLse(logits, o, vocab);
+  }
 }
 
 /** log Σ exp over x[o, o+n), shifted by the row's max. */

@@ -1,6 +1,7 @@
 import os from 'node:os';
 import { keepFreedMemory } from '../../backend/malloc-policy.js';
 import { backend } from '../../backend/select.js';
+import { helperThreadSetting } from '../../backend/threads/helper-thread.js';
 import { simd, simdAvailable } from '../../backend/wasm/simd.js';
 import { parseFlags } from '../args.js';
 import type { Command } from '../main.js';
@@ -14,6 +15,7 @@ export function environmentFacts(): Record<string, string | number | null> {
     blas_config: info.config,
     allocator: keepFreedMemory(),
     simd: simd() ? 'WebAssembly SIMD, 4 float32 lanes' : simdAvailable() ? 'off (TUNEKIT_SIMD=0): scalar JavaScript kernels' : 'unavailable: scalar JavaScript kernels',
+    helper_thread: helperThreadSetting(),
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
     cores: os.availableParallelism(),
@@ -26,7 +28,7 @@ export const envCommand: Command = {
   run(argv) {
     const { values } = parseFlags('env', argv, { json: { type: 'boolean' }, help: { type: 'boolean' } });
     if (values.help) {
-      console.log('usage: tunekit env [--json]\n\nTUNEKIT_BACKEND=js|blas forces a backend; TUNEKIT_BLAS_LIB names a BLAS library to load;\nTUNEKIT_KEEP_FREED_MEMORY=0 lets glibc return freed memory to the system at once;\nTUNEKIT_SIMD=0 runs the scalar JavaScript element-wise kernels.');
+      console.log('usage: tunekit env [--json]\n\nTUNEKIT_BACKEND=js|blas forces a backend; TUNEKIT_BLAS_LIB names a BLAS library to load;\nTUNEKIT_KEEP_FREED_MEMORY=0 lets glibc return freed memory to the system at once;\nTUNEKIT_SIMD=0 runs the scalar JavaScript element-wise kernels;\nTUNEKIT_HELPER_THREAD=0 keeps all element-wise work on the main thread.');
       return 0;
     }
     const facts = environmentFacts();

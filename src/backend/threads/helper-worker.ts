@@ -1,0 +1,25 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import { simd } from '../wasm/simd.js';
+import { runTask } from './tasks.js';
+import type { HelperTask } from './tasks.js';
+import { CTRL_DONE, CTRL_FAILED, CTRL_READY } from './helper-thread.js';
+
+/**
+ * The helper thread's loop: each message is one task, run here; its sequence number then goes
+ * to the control words the main thread is waiting on (it cannot receive messages while it
+ * waits). A task that throws is reported as failed and the main thread runs it itself.
+ */
+const ctrl = workerData.ctrl as Int32Array;
+
+parentPort?.on('message', ({ seq, task }: { seq: number; task: HelperTask }) => {
+  try {
+    runTask(task);
+  } catch (err) {
+    process.stderr.write(`tunekit helper thread: ${task.kind} failed: ${(err as Error).message}\n`);
+    Atomics.store(ctrl, CTRL_FAILED, seq);
+  }
+  Atomics.store(ctrl, CTRL_DONE, seq);
+  Atomics.notify(ctrl, CTRL_DONE);
+});
+// Only the same kernels as the main thread's give the same bits: without SIMD here, stay unused.
+if (simd()) Atomics.store(ctrl, CTRL_READY, 1);

@@ -1,0 +1,72 @@
+/**
+ * The helper thread takes half of the vocabulary loss's rows: the results are the same bits as
+ * on the main thread alone (both run the same kernels on the same rows), and a helper that fails
+ * leaves the work to the main thread.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { linearLogprobsBackward, linearLogprobsForward } from '../src/backend/kernels/linear-logprobs.js';
+import { backend } from '../src/backend/select.js';
+import { HelperThread, helperThread, startHelperThread, useHelperThread } from '../src/backend/threads/helper-thread.js';
+import { simd } from '../src/backend/wasm/simd.js';
+import { Rng } from '../src/tensor/random.js';
+
+after(() => useHelperThread(true));
+
+// Qwen's vocabulary, so that 600 rows take three chunks; a narrow hidden size keeps it quick.
+const VOCAB = 151936;
+const HIDDEN = 16;
+const ROWS = 600;
+
+function problem() {
+  const rng = new Rng(3);
+  const h = Float32Array.from({ length: ROWS * HIDDEN }, () => rng.uniform() - 0.5);
+  const w = Float32Array.from({ length: VOCAB * HIDDEN }, () => (rng.uniform() - 0.5) * 4);
+  const targets = Int32Array.from({ length: ROWS }, (_, i) => (i % 17 === 5 ? -100 : rng.int(VOCAB)));
+  const grad = Float32Array.from({ length: ROWS }, (_, i) => (i % 13 === 0 ? 0 : rng.uniform() - 0.5));
+  return { h, w, targets, grad };
+}
+
+function run(withHelper: boolean) {
+  useHelperThread(withHelper);
+  const { h, w, targets, grad } = problem();
+  const out = new Float32Array(ROWS);
+  const dh = new Float32Array(ROWS * HIDDEN);
+  const be = backend();
+  linearLogprobsForward(be, h, w, ROWS, HIDDEN, VOCAB, targets, out, dh);
+  const plain = new Float32Array(ROWS);
+  linearLogprobsForward(be, h, w, ROWS, HIDDEN, VOCAB, targets, plain, null);
+  const wInto = new Float32Array(VOCAB * HIDDEN);
+  const hInto = new Float32Array(ROWS * HIDDEN);
+  linearLogprobsBackward(be, h, w, ROWS, HIDDEN, VOCAB, targets, grad, wInto, hInto);
+  return { out, dh, plain, wInto, hInto };
+}
+
+describe('helper thread', { skip: simd() ? false : 'no WebAssembly SIMD here: the helper stays off' }, () => {
+  it('gives the vocabulary loss, its input gradient and its weight gradient the same bits as the main thread alone', () => {
+    const helper = startHelperThread();
+    assert.ok(helper && helper.waitUntilReady(), 'the helper thread starts');
+    const before = helper.tasks;
+    const shared = run(true);
+    assert.ok(helper.tasks - before >= 9, `three chunks in each of three passes go half to the helper (${helper.tasks - before} tasks)`);
+    const alone = run(false);
+    assert.equal(helperThread(), null, 'turned off');
+    for (const key of ['out', 'dh', 'plain', 'wInto', 'hInto'] as const) assert.deepEqual(shared[key], alone[key], key);
+    assert.equal(shared.out[5], 0, 'a row without a target gives 0');
+    assert.ok(shared.out.every((v, i) => i % 17 === 5 || (v < 0 && Number.isFinite(v))), 'log-probabilities');
+  });
+
+  it('runs a task that fails on the helper on the main thread instead, and stops using that helper', async () => {
+    const helper = new HelperThread();
+    try {
+      assert.ok(helper.waitUntilReady());
+      let mine = 0;
+      const done = helper.split({ kind: 'no-such-task' } as never, () => mine++);
+      assert.equal(done, false, 'the caller is told to run the helper half itself');
+      assert.equal(mine, 1);
+      assert.equal(helper.ready, false);
+    } finally {
+      await helper.close();
+    }
+  });
+});
