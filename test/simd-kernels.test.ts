@@ -63,7 +63,7 @@ describe('WebAssembly SIMD kernels', { skip: !simdAvailable() && 'WebAssembly SI
     }
   });
 
-  it('SwiGLU backward accumulates like the scalar kernel, with either gradient absent', () => {
+  it('SwiGLU backward adds (beta 1) or overwrites (beta 0) like the scalar kernel, with either gradient absent', () => {
     const rng = new Rng(4);
     for (const n of lengths) {
       const gate = gateValues(n, rng);
@@ -71,17 +71,24 @@ describe('WebAssembly SIMD kernels', { skip: !simdAvailable() && 'WebAssembly SI
       const grad = Float32Array.from({ length: n }, () => rng.uniform() - 0.5);
       const start = Float32Array.from({ length: n }, () => rng.uniform());
       for (const which of ['both', 'gate', 'up'] as const) {
-        const run = (on: boolean): [Float32Array | null, Float32Array | null] =>
+        const run = (on: boolean, beta: 0 | 1): [Float32Array | null, Float32Array | null] =>
           withSimd(on, () => {
-            const g = which === 'up' ? null : start.slice();
-            const u = which === 'gate' ? null : start.slice();
-            swigluBackward(gate, up, grad, g, u);
+            // An overwritten buffer may hold anything: NaN must not leak through.
+            const initial = () => (beta === 1 ? start.slice() : new Float32Array(n).fill(Number.NaN));
+            const g = which === 'up' ? null : initial();
+            const u = which === 'gate' ? null : initial();
+            swigluBackward(gate, up, grad, g && { grad: g, beta }, u && { grad: u, beta });
             return [g, u];
           });
-        const [sg, su] = run(false);
-        const [vg, vu] = run(true);
+        const [sg, su] = run(false, 1);
+        const [vg, vu] = run(true, 1);
         if (sg && vg) assertClose(vg, sg, 1e-6, `swiglu d/dgate n=${n} (${which})`);
         if (su && vu) assertClose(vu, su, 1e-6, `swiglu d/dup n=${n} (${which})`);
+        for (const on of [false, true]) {
+          const [og, ou] = run(on, 0);
+          if (og && sg) assertClose(og, Float32Array.from(sg, (v, i) => v - start[i]), 1e-6, `swiglu d/dgate overwritten n=${n} (${which}, SIMD ${on})`);
+          if (ou && su) assertClose(ou, Float32Array.from(su, (v, i) => v - start[i]), 1e-6, `swiglu d/dup overwritten n=${n} (${which}, SIMD ${on})`);
+        }
       }
     }
   });
@@ -92,7 +99,7 @@ describe('WebAssembly SIMD kernels', { skip: !simdAvailable() && 'WebAssembly SI
     const run = (on: boolean): Float32Array =>
       withSimd(on, () => {
         const into = new Float32Array(x.length);
-        swigluBackward(x, x, ones, into, into);
+        swigluBackward(x, x, ones, { grad: into, beta: 1 }, { grad: into, beta: 1 });
         return into;
       });
     // d/dx of SiLU(x)·x = σ(x)·x·(1 + x·(1 − σ(x))) + x·σ(x)
@@ -102,6 +109,8 @@ describe('WebAssembly SIMD kernels', { skip: !simdAvailable() && 'WebAssembly SI
     });
     assertClose(run(true), expected, 1e-6, 'SIMD on');
     assertClose(run(false), expected, 1e-6, 'SIMD off');
+    const shared = new Float32Array(x.length);
+    assert.throws(() => swigluBackward(x, x, ones, { grad: shared, beta: 0 }, { grad: shared, beta: 1 }), /must be added to/);
   });
 
   it('softmax rows match a float64 reference, masked and padded entries included', () => {

@@ -1,6 +1,7 @@
 import { SimdKernels, simd } from '../wasm/simd.js';
 import { fastExp } from './fast-exp.js';
 import type { Backend } from '../backend.js';
+import type { GradInto } from './grad-into.js';
 
 /**
  * Scaled dot-product attention over [batch, tokens, heads, headDim] buffers, head by head
@@ -168,12 +169,6 @@ export function attentionForward(
       be.gemm({ transA: false, transB: false, m: T, n: D, k: S, alpha: 1, a: p.subarray(g * T * S), lda: S, b: v.subarray(kvOff), ldb: kvRow, beta: 0, c: out.subarray(qOff), ldc: qRow });
     }
   });
-}
-
-/** Where a gradient goes: `beta` 0 when `grad` is new (to be overwritten), 1 to add to it. */
-export interface GradInto {
-  grad: Float32Array;
-  beta: 0 | 1;
 }
 
 /** Gradients of the attention inputs from the output gradient and the kept probabilities. */

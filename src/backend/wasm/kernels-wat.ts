@@ -67,21 +67,24 @@ export const KERNELS_WAT = `
       (v128.store ${at('$out')}
         (f32x4.mul (f32x4.div (local.get $g) (f32x4.add ${f(1)} (local.get $ey))) (v128.load ${at('$up')})))`)})
 
-  ;; with s = sigmoid(gate): upInto += grad * gate * s; gateInto += grad * up * s * (1 + gate * (1 - s))
+  ;; with s = sigmoid(gate): upInto (+)= grad * gate * s; gateInto (+)= grad * up * s * (1 + gate * (1 - s)),
+  ;; each added to what is there when its flag ($gateAdd, $upAdd) is 1, else stored over it.
   (func (export "swiglu_backward") (param $gate i32) (param $up i32) (param $grad i32) (param $gateInto i32) (param $upInto i32) (param $n i32)
-    (local $i i32) (local $off i32) (local $g v128) (local $d v128) (local $s v128) ${EXP_LOCALS}
+    (param $gateAdd i32) (param $upAdd i32)
+    (local $i i32) (local $off i32) (local $g v128) (local $d v128) (local $s v128) (local $v v128) ${EXP_LOCALS}
     ${loop(`
       (local.set $g (v128.load ${at('$gate')}))
       (local.set $d (v128.load ${at('$grad')}))
       (local.set $ex (f32x4.neg (local.get $g)))
       ${EXP}
       (local.set $s (f32x4.div ${f(1)} (f32x4.add ${f(1)} (local.get $ey))))
-      (v128.store ${at('$upInto')}
-        (f32x4.add (v128.load ${at('$upInto')}) (f32x4.mul (local.get $d) (f32x4.mul (local.get $g) (local.get $s)))))
-      (v128.store ${at('$gateInto')}
-        (f32x4.add (v128.load ${at('$gateInto')})
-          (f32x4.mul (f32x4.mul (f32x4.mul (local.get $d) (v128.load ${at('$up')})) (local.get $s))
-            (f32x4.add ${f(1)} (f32x4.mul (local.get $g) (f32x4.sub ${f(1)} (local.get $s)))))))`)})
+      (local.set $v (f32x4.mul (local.get $d) (f32x4.mul (local.get $g) (local.get $s))))
+      (if (local.get $upAdd) (then (local.set $v (f32x4.add (v128.load ${at('$upInto')}) (local.get $v)))))
+      (v128.store ${at('$upInto')} (local.get $v))
+      (local.set $v (f32x4.mul (f32x4.mul (f32x4.mul (local.get $d) (v128.load ${at('$up')})) (local.get $s))
+        (f32x4.add ${f(1)} (f32x4.mul (local.get $g) (f32x4.sub ${f(1)} (local.get $s))))))
+      (if (local.get $gateAdd) (then (local.set $v (f32x4.add (v128.load ${at('$gateInto')}) (local.get $v)))))
+      (v128.store ${at('$gateInto')} (local.get $v))`)})
 
   ;; max of x[0, n), -inf for none; NaN entries are skipped (pmax keeps the running max).
   (func $max (export "max") (param $x i32) (param $n i32) (result f32)

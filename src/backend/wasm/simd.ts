@@ -1,5 +1,6 @@
 import wabtInit from 'wabt';
 import { KERNELS_WAT } from './kernels-wat.js';
+import type { GradInto } from '../kernels/grad-into.js';
 
 /**
  * The WebAssembly SIMD versions of the exponential-heavy element-wise kernels, four float32
@@ -13,7 +14,7 @@ import { KERNELS_WAT } from './kernels-wat.js';
 interface Exports {
   memory: WebAssembly.Memory;
   swiglu_forward(gate: number, up: number, out: number, n: number): void;
-  swiglu_backward(gate: number, up: number, grad: number, gateInto: number, upInto: number, n: number): void;
+  swiglu_backward(gate: number, up: number, grad: number, gateInto: number, upInto: number, n: number, gateAdd: number, upAdd: number): void;
   max(x: number, n: number): number;
   exp_shift_sum(x: number, n: number, shift: number): number;
   scale(x: number, n: number, k: number): void;
@@ -88,10 +89,13 @@ export class SimdKernels {
     this.streamChunks(gate.length, [{ from: gate }, { from: up }, { to: out }], (n) => this.x.swiglu_forward(0, 4 * CHUNK, 8 * CHUNK, n));
   }
 
-  /** gateInto += ∂/∂gate, upInto += ∂/∂up of SwiGLU, for the output gradient `grad`. */
-  swigluBackward(gate: Float32Array, up: Float32Array, grad: Float32Array, gateInto: Float32Array | null, upInto: Float32Array | null): void {
-    const regions = [{ from: gate }, { from: up }, { from: grad }, { from: gateInto, to: gateInto }, { from: upInto, to: upInto }];
-    this.streamChunks(gate.length, regions, (n) => this.x.swiglu_backward(0, 4 * CHUNK, 8 * CHUNK, 12 * CHUNK, 16 * CHUNK, n));
+  /** ∂/∂gate and ∂/∂up of SwiGLU for the output gradient `grad`, written or added as each `beta` says. */
+  swigluBackward(gate: Float32Array, up: Float32Array, grad: Float32Array, gateInto: GradInto | null, upInto: GradInto | null): void {
+    // A gradient that is overwritten is not copied in.
+    const into = (t: GradInto | null) => ({ from: t?.beta === 1 ? t.grad : null, to: t?.grad ?? null });
+    const regions = [{ from: gate }, { from: up }, { from: grad }, into(gateInto), into(upInto)];
+    const [gateAdd, upAdd] = [gateInto?.beta ?? 0, upInto?.beta ?? 0];
+    this.streamChunks(gate.length, regions, (n) => this.x.swiglu_backward(0, 4 * CHUNK, 8 * CHUNK, 12 * CHUNK, 16 * CHUNK, n, gateAdd, upAdd));
   }
 
   /** y += alpha·x (same lengths). */

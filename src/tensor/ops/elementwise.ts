@@ -74,6 +74,12 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
   // Backward keeps gate and up (not the output, which the next layer may drop).
   const [gateData, upData, gateG, upG] = [gate.data, up.data, gate.autograd, up.autograd];
   return record(out, 'swiglu', [gate, up], (g, sink) => {
-    swigluBackward(gateData, upData, g, sink.acc(gateG), sink.acc(upG));
+    if (gateG === upG) {
+      // swiglu(x, x): both terms add into x's one gradient.
+      const both = sink.acc(gateG);
+      swigluBackward(gateData, upData, g, both && { grad: both, beta: 1 }, both && { grad: both, beta: 1 });
+    } else {
+      swigluBackward(gateData, upData, g, sink.into(gateG), sink.into(upG));
+    }
   });
 }
