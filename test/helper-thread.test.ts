@@ -5,7 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
+import { swigluBackward, swigluForward } from '../src/backend/kernels/activation.js';
 import { linearLogprobsBackward, linearLogprobsForward } from '../src/backend/kernels/linear-logprobs.js';
+import { limitBlasSpin } from '../src/backend/blas-spin.js';
 import { backend } from '../src/backend/select.js';
 import { HelperThread, helperThread, startHelperThread, useHelperThread } from '../src/backend/threads/helper-thread.js';
 import { simd } from '../src/backend/wasm/simd.js';
@@ -54,6 +56,49 @@ describe('helper thread', { skip: simd() ? false : 'no WebAssembly SIMD here: th
     for (const key of ['out', 'dh', 'plain', 'wInto', 'hInto'] as const) assert.deepEqual(shared[key], alone[key], key);
     assert.equal(shared.out[5], 0, 'a row without a target gives 0');
     assert.ok(shared.out.every((v, i) => i % 17 === 5 || (v < 0 && Number.isFinite(v))), 'log-probabilities');
+  });
+
+  it('gives SwiGLU forward and backward (adding or overwriting) the same bits with half of each block on the helper', () => {
+    const helper = startHelperThread();
+    assert.ok(helper && helper.waitUntilReady());
+    const rng = new Rng(9);
+    // Blocks of 262,144 elements: one and a half blocks, and a length that is not a multiple of 4.
+    for (const n of [393_217, 600_001]) {
+      const gate = Float32Array.from({ length: n }, () => (rng.uniform() - 0.5) * 16);
+      const up = Float32Array.from({ length: n }, () => rng.uniform() * 4 - 2);
+      const grad = Float32Array.from({ length: n }, () => rng.uniform() - 0.5);
+      const start = Float32Array.from({ length: n }, () => rng.uniform());
+      const swiglu = (on: boolean): { out: Float32Array; g1: Float32Array; u1: Float32Array; g0: Float32Array; tasks: number } => {
+        useHelperThread(on);
+        const before = helper.tasks;
+        const out = new Float32Array(n);
+        swigluForward(gate, up, out);
+        const [g1, u1] = [start.slice(), start.slice()];
+        swigluBackward(gate, up, grad, { grad: g1, beta: 1 }, { grad: u1, beta: 1 });
+        const g0 = new Float32Array(n).fill(Number.NaN);
+        swigluBackward(gate, up, grad, { grad: g0, beta: 0 }, null);
+        return { out, g1, u1, g0, tasks: helper.tasks - before };
+      };
+      const shared = swiglu(true);
+      const alone = swiglu(false);
+      assert.ok(shared.tasks >= 6, `blocks went to the helper (${shared.tasks})`);
+      assert.equal(alone.tasks, 0);
+      for (const key of ['out', 'g1', 'u1', 'g0'] as const) assert.deepEqual(shared[key], alone[key], `${key} n=${n}`);
+    }
+  });
+
+  it('limits how long OpenBLAS threads spin after a product, unless the user chose', () => {
+    const own = process.env.OPENBLAS_THREAD_TIMEOUT;
+    try {
+      delete process.env.OPENBLAS_THREAD_TIMEOUT;
+      assert.match(limitBlasSpin(), /^OPENBLAS_THREAD_TIMEOUT=22:/);
+      assert.equal(process.env.OPENBLAS_THREAD_TIMEOUT, '22');
+      process.env.OPENBLAS_THREAD_TIMEOUT = '26';
+      assert.equal(limitBlasSpin(), 'OPENBLAS_THREAD_TIMEOUT=26 (yours)');
+    } finally {
+      if (own === undefined) delete process.env.OPENBLAS_THREAD_TIMEOUT;
+      else process.env.OPENBLAS_THREAD_TIMEOUT = own;
+    }
   });
 
   it('runs a task that fails on the helper on the main thread instead, and stops using that helper', async () => {

@@ -1,5 +1,5 @@
 import os from 'node:os';
-import { Worker } from 'node:worker_threads';
+import { Worker, isMainThread } from 'node:worker_threads';
 import type { HelperTask } from './tasks.js';
 
 /** Control words shared with the helper: last task done, last task failed, ready. */
@@ -45,7 +45,7 @@ export class HelperThread {
     const fromSource = import.meta.url.endsWith('.ts');
     const entry = new URL(`./helper-worker.${fromSource ? 'ts' : 'js'}`, import.meta.url).href;
     const tsx = fromSource ? import.meta.resolve('tsx/esm/api') : null;
-    this.worker = new Worker(BOOT, { eval: true, workerData: { entry, tsx, ctrl: this.ctrl } });
+    this.worker = new Worker(BOOT, { eval: true, workerData: { entry, tsx, ctrl: this.ctrl, kernels } });
     // Never keeps the process alive, and an error in it only turns it off.
     this.worker.unref();
     this.worker.on('error', () => {
@@ -93,6 +93,19 @@ export class HelperThread {
   }
 }
 
+/** The element-wise kernels' module and the main thread's (shared) memory, for the helper to run on. */
+export interface SharedKernels {
+  module: WebAssembly.Module;
+  memory: WebAssembly.Memory;
+}
+
+let kernels: SharedKernels | null = null;
+
+/** Called once the kernels are assembled: a helper started afterwards can run them on that memory. */
+export function shareKernels(shared: SharedKernels): void {
+  if (isMainThread) kernels = { module: shared.module, memory: shared.memory };
+}
+
 let helper: HelperThread | null = null;
 let tried = false;
 let enabled = true;
@@ -114,7 +127,8 @@ export function helperThread(): HelperThread | null {
 export function startHelperThread(): HelperThread | null {
   if (!tried) {
     tried = true;
-    if (process.env.TUNEKIT_HELPER_THREAD !== '0' && os.availableParallelism() > 1) {
+    // The helper itself never starts one.
+    if (isMainThread && process.env.TUNEKIT_HELPER_THREAD !== '0' && os.availableParallelism() > 1) {
       try {
         helper = new HelperThread();
       } catch {
@@ -129,5 +143,5 @@ export function startHelperThread(): HelperThread | null {
 export function helperThreadSetting(): string {
   if (process.env.TUNEKIT_HELPER_THREAD === '0') return 'off (TUNEKIT_HELPER_THREAD=0)';
   if (os.availableParallelism() < 2) return 'off: one core';
-  return 'on: one worker thread takes half of the vocabulary loss\'s rows';
+  return 'on: one worker thread takes half of the vocabulary loss\'s rows and of SwiGLU';
 }

@@ -3,6 +3,8 @@ import { simd } from '../wasm/simd.js';
 import { runTask } from './tasks.js';
 import type { HelperTask } from './tasks.js';
 import { CTRL_DONE, CTRL_FAILED, CTRL_READY } from './helper-thread.js';
+import type { SharedKernels } from './helper-thread.js';
+import type { KernelExports } from '../wasm/simd.js';
 
 /**
  * The helper thread's loop: each message is one task, run here; its sequence number then goes
@@ -10,10 +12,13 @@ import { CTRL_DONE, CTRL_FAILED, CTRL_READY } from './helper-thread.js';
  * waits). A task that throws is reported as failed and the main thread runs it itself.
  */
 const ctrl = workerData.ctrl as Int32Array;
+const shared = workerData.kernels as SharedKernels | null;
+// The same kernels over the main thread's memory, for the work it copies in.
+const main = shared ? (new WebAssembly.Instance(shared.module, { env: { memory: shared.memory } }).exports as unknown as KernelExports) : null;
 
 parentPort?.on('message', ({ seq, task }: { seq: number; task: HelperTask }) => {
   try {
-    runTask(task);
+    runTask(task, main);
   } catch (err) {
     process.stderr.write(`tunekit helper thread: ${task.kind} failed: ${(err as Error).message}\n`);
     Atomics.store(ctrl, CTRL_FAILED, seq);

@@ -3,7 +3,7 @@
  * `simd.ts`. The text is built here so that the exponential is written once and inlined into each
  * loop: V8 does not inline wasm calls, and a call per vector costs as much as the exponential.
  *
- * Every function reads and writes the module's own memory at byte offsets its caller chose;
+ * Every function reads and writes the module's memory at byte offsets its caller chose;
  * counts are in elements and a multiple of 4 (the caller pads). ASCII only: wabt's parser counts
  * bytes, not characters.
  */
@@ -53,9 +53,13 @@ const loop = (body: string): string => `
 
 const at = (base: string): string => `(i32.add (local.get ${base}) (local.get $off))`;
 
+/** Most 64 KB pages the kernels' memory may grow to (1 GB): shared memories declare a maximum. */
+export const MAX_PAGES = 16384;
+
 export const KERNELS_WAT = `
 (module
-  (memory (export "memory") 1)
+  ;; Shared, so that the helper thread can run kernels on the data the main thread copied in.
+  (memory (import "env" "memory") 1 ${MAX_PAGES} shared)
 
   ;; out = SiLU(gate) * up = gate * up / (1 + e^-gate)
   (func (export "swiglu_forward") (param $gate i32) (param $up i32) (param $out i32) (param $n i32)

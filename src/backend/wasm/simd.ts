@@ -1,6 +1,9 @@
 import wabtInit from 'wabt';
-import { KERNELS_WAT } from './kernels-wat.js';
+import { KERNELS_WAT, MAX_PAGES } from './kernels-wat.js';
+import { helperThread, shareKernels } from '../threads/helper-thread.js';
 import type { GradInto } from '../kernels/grad-into.js';
+import type { HelperThread } from '../threads/helper-thread.js';
+import type { HelperTask } from '../threads/tasks.js';
 
 /**
  * The WebAssembly SIMD versions of the exponential-heavy element-wise kernels, four float32
@@ -11,8 +14,7 @@ import type { GradInto } from '../kernels/grad-into.js';
  * `simd()` is null where WebAssembly SIMD is missing or `TUNEKIT_SIMD=0`; the callers then run
  * their scalar JavaScript, which stays the reference the tests compare against.
  */
-interface Exports {
-  memory: WebAssembly.Memory;
+export interface KernelExports {
   swiglu_forward(gate: number, up: number, out: number, n: number): void;
   swiglu_backward(gate: number, up: number, grad: number, gateInto: number, upInto: number, n: number, gateAdd: number, upAdd: number): void;
   max(x: number, n: number): number;
@@ -31,15 +33,28 @@ const CHUNK = 16384;
 const PAGE_BYTES = 65536;
 /** Elements of the row kernels' blocks: whole rows, up to 256 KB. */
 const BLOCK = 4 * CHUNK;
+/** Elements per array per block when the helper thread takes half: the hand-off costs ~0.1 ms. */
+const SHARED_BLOCK = 16 * CHUNK;
+/** Arrays shorter than this stay on one thread: a block of work per hand-off. */
+const SHARED_MIN = SHARED_BLOCK;
 
-async function instantiate(): Promise<Exports | null> {
+/** The assembled module and the memory its main-thread instance runs on. */
+export interface CompiledKernels {
+  module: WebAssembly.Module;
+  memory: WebAssembly.Memory;
+  exports: KernelExports;
+}
+
+async function instantiate(): Promise<CompiledKernels | null> {
   try {
     const wabt = await wabtInit();
-    const parsed = wabt.parseWat('kernels.wat', KERNELS_WAT, { simd: true });
+    const parsed = wabt.parseWat('kernels.wat', KERNELS_WAT, { simd: true, threads: true });
     try {
-      parsed.validate();
-      const buffer = new Uint8Array(parsed.toBinary({}).buffer);
-      return new WebAssembly.Instance(new WebAssembly.Module(buffer), {}).exports as unknown as Exports;
+      // wabt's validator refuses shared memories whatever the features; V8 validates the module.
+      const module = new WebAssembly.Module(new Uint8Array(parsed.toBinary({}).buffer));
+      const memory = new WebAssembly.Memory({ initial: 1, maximum: MAX_PAGES, shared: true });
+      const exports = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as KernelExports;
+      return { module, memory, exports };
     } finally {
       parsed.destroy();
     }
@@ -49,22 +64,28 @@ async function instantiate(): Promise<Exports | null> {
 }
 
 const compiled = await instantiate();
+if (compiled) shareKernels(compiled);
 
 export class SimdKernels {
   private f32: Float32Array;
+  private readonly x: KernelExports;
+  private readonly memory: WebAssembly.Memory;
 
-  constructor(private readonly x: Exports) {
-    this.f32 = new Float32Array(x.memory.buffer);
+  constructor(kernels: CompiledKernels) {
+    this.x = kernels.exports;
+    this.memory = kernels.memory;
+    this.f32 = new Float32Array(this.memory.buffer);
   }
 
   /** A view of at least `floats` elements of module memory (growing it detaches older views). */
   private scratch(floats: number): Float32Array {
     const bytes = floats * 4;
-    // Another SimdKernels over the same module may have grown (and so detached) the memory.
-    if (this.f32.buffer !== this.x.memory.buffer) this.f32 = new Float32Array(this.x.memory.buffer);
+    // Another SimdKernels over the same memory may have grown it (a shared memory's older views
+    // keep their old length).
+    if (this.f32.byteLength !== this.memory.buffer.byteLength) this.f32 = new Float32Array(this.memory.buffer);
     if (this.f32.byteLength < bytes) {
-      this.x.memory.grow(Math.ceil((bytes - this.f32.byteLength) / PAGE_BYTES));
-      this.f32 = new Float32Array(this.x.memory.buffer);
+      this.memory.grow(Math.ceil((bytes - this.f32.byteLength) / PAGE_BYTES));
+      this.f32 = new Float32Array(this.memory.buffer);
     }
     return this.f32;
   }
@@ -84,9 +105,40 @@ export class SimdKernels {
     }
   }
 
+  /**
+   * Like `streamChunks`, in blocks of SHARED_BLOCK elements, each computed half here and half on
+   * the helper thread over this module's (shared) memory: `run(offsets, n)` computes n elements
+   * from the given byte offsets (one per region) here, `task(offsets, n)` describes the same for
+   * the helper. If the helper fails, its half runs here.
+   */
+  private streamBlocks(
+    helper: HelperThread,
+    length: number,
+    regions: Array<{ from?: Float32Array | null; to?: Float32Array | null }>,
+    task: (offsets: number[], n: number) => HelperTask,
+    run: (offsets: number[], n: number) => void,
+  ): void {
+    const m = this.scratch(regions.length * SHARED_BLOCK);
+    const at = (first: number) => regions.map((_, k) => 4 * (k * SHARED_BLOCK + first));
+    for (let i = 0; i < length; i += SHARED_BLOCK) {
+      const n = Math.min(SHARED_BLOCK, length - i);
+      regions.forEach(({ from }, k) => from && m.set(from.subarray(i, i + n), k * SHARED_BLOCK));
+      const padded = roundUp4(n);
+      const half = (padded >> 1) & ~3;
+      const theirs = task(at(half), padded - half);
+      if (!helper.split(theirs, () => run(at(0), half))) run(at(half), padded - half);
+      regions.forEach(({ to }, k) => to && to.set(m.subarray(k * SHARED_BLOCK, k * SHARED_BLOCK + n), i));
+    }
+  }
+
   /** out = SiLU(gate) · up */
   swigluForward(gate: Float32Array, up: Float32Array, out: Float32Array): void {
-    this.streamChunks(gate.length, [{ from: gate }, { from: up }, { to: out }], (n) => this.x.swiglu_forward(0, 4 * CHUNK, 8 * CHUNK, n));
+    const regions = [{ from: gate }, { from: up }, { to: out }];
+    const helper = gate.length >= SHARED_MIN ? helperThread() : null;
+    if (!helper) return this.streamChunks(gate.length, regions, (n) => this.x.swiglu_forward(0, 4 * CHUNK, 8 * CHUNK, n));
+    this.streamBlocks(helper, gate.length, regions,
+      ([g, u, o], n) => ({ kind: 'swiglu-forward', gate: g, up: u, out: o, n }),
+      ([g, u, o], n) => this.x.swiglu_forward(g, u, o, n));
   }
 
   /** ∂/∂gate and ∂/∂up of SwiGLU for the output gradient `grad`, written or added as each `beta` says. */
@@ -95,7 +147,13 @@ export class SimdKernels {
     const into = (t: GradInto | null) => ({ from: t?.beta === 1 ? t.grad : null, to: t?.grad ?? null });
     const regions = [{ from: gate }, { from: up }, { from: grad }, into(gateInto), into(upInto)];
     const [gateAdd, upAdd] = [gateInto?.beta ?? 0, upInto?.beta ?? 0];
-    this.streamChunks(gate.length, regions, (n) => this.x.swiglu_backward(0, 4 * CHUNK, 8 * CHUNK, 12 * CHUNK, 16 * CHUNK, n, gateAdd, upAdd));
+    const helper = gate.length >= SHARED_MIN ? helperThread() : null;
+    if (!helper) {
+      return this.streamChunks(gate.length, regions, (n) => this.x.swiglu_backward(0, 4 * CHUNK, 8 * CHUNK, 12 * CHUNK, 16 * CHUNK, n, gateAdd, upAdd));
+    }
+    this.streamBlocks(helper, gate.length, regions,
+      ([g, u, d, gi, ui], n) => ({ kind: 'swiglu-backward', gate: g, up: u, grad: d, gateInto: gi, upInto: ui, n, gateAdd, upAdd }),
+      ([g, u, d, gi, ui], n) => this.x.swiglu_backward(g, u, d, gi, ui, n, gateAdd, upAdd));
   }
 
   /** y += alpha·x (same lengths). */
