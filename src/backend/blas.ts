@@ -1,6 +1,6 @@
 import koffi, { type LibraryHandle } from 'koffi';
 import type { Backend, BackendInfo, GemmArgs } from './backend.js';
-import { limitBlasSpin } from './blas-spin.js';
+import { blasLoaded, blasSpinSetting } from './blas-spin.js';
 
 const CBLAS_ROW_MAJOR = 101;
 const CBLAS_NO_TRANS = 111;
@@ -17,9 +17,6 @@ export function blasCandidates(): string[] {
 }
 
 type ThreadQuery = () => number;
-
-/** What `limitBlasSpin` put in effect when the library was opened. */
-let spin: string | null = null;
 
 /** Matrix products through `cblas_sgemm` of a native library loaded at run time with koffi. */
 export class BlasBackend implements Backend {
@@ -45,7 +42,7 @@ export class BlasBackend implements Backend {
 
   /** Opens the first library that has `cblas_sgemm`, or returns why none could be used. */
   static open(candidates = blasCandidates()): BlasBackend | { error: string } {
-    spin = limitBlasSpin();
+    blasLoaded();
     const tried: string[] = [];
     for (const path of candidates) {
       let lib: LibraryHandle;
@@ -99,7 +96,7 @@ export class BlasBackend implements Backend {
       libraryPath: this.path,
       threads: this.threadQuery ? this.threadQuery() : 0,
       config: this.configQuery ? this.configQuery() : null,
-      spin,
+      spin: blasSpinSetting(),
     };
   }
 }
