@@ -1,5 +1,6 @@
 import { narrowToBf16, widenBf16 } from '../backend/kernels/bf16.js';
 import { axpy } from '../backend/kernels/elementwise.js';
+import type { GradInto } from '../backend/kernels/grad-into.js';
 
 /** Below this many values, zeroing costs less than a separate native allocation. */
 const UNINITIALIZED_MIN = 4096;
@@ -250,7 +251,7 @@ export interface GradSink {
    * every element; otherwise `beta` is 1 and the kernel adds. Saves zeroing a buffer only to add
    * to it.
    */
-  into(input: AutogradMeta | Tensor): { grad: Float32Array; beta: 0 | 1 } | null;
+  into(input: AutogradMeta | Tensor): GradInto | null;
   /**
    * Adds `grad`, of the input's full size, to the input's gradient. When the input has none yet
    * and `grad` is the output gradient the rule was given, the sink keeps that buffer rather than
@@ -357,10 +358,15 @@ function runBackward(root: AutogradMeta, outputGrad?: Float32Array): void {
   let running: GradNode = USED_NODE;
   // The running node's output gradient, until a `sink.add` hands the buffer itself to an input.
   let adoptable: Float32Array | null = null;
+  /** The input's identity when the running node recorded it as needing a gradient, else null. */
+  const wanted = (input: AutogradMeta | Tensor): AutogradMeta | null => {
+    const t = input instanceof Tensor ? input.autograd : input;
+    return t.requiresGrad && running.inputs.includes(t) ? t : null;
+  };
   const sink: GradSink = {
     acc(input: AutogradMeta | Tensor): Float32Array | null {
-      const t = input instanceof Tensor ? input.autograd : input;
-      if (!t.requiresGrad || !running.inputs.includes(t)) return null;
+      const t = wanted(input);
+      if (!t) return null;
       let g = grads.get(t);
       if (!g) {
         g = new Float32Array(t.size);
@@ -368,9 +374,9 @@ function runBackward(root: AutogradMeta, outputGrad?: Float32Array): void {
       }
       return g;
     },
-    into(input: AutogradMeta | Tensor): { grad: Float32Array; beta: 0 | 1 } | null {
-      const t = input instanceof Tensor ? input.autograd : input;
-      if (!t.requiresGrad || !running.inputs.includes(t)) return null;
+    into(input: AutogradMeta | Tensor): GradInto | null {
+      const t = wanted(input);
+      if (!t) return null;
       const g = grads.get(t);
       if (g) return { grad: g, beta: 1 };
       const fresh = uninitializedFloats(t.size);
@@ -378,8 +384,8 @@ function runBackward(root: AutogradMeta, outputGrad?: Float32Array): void {
       return { grad: fresh, beta: 0 };
     },
     add(input: AutogradMeta | Tensor, grad: Float32Array): void {
-      const t = input instanceof Tensor ? input.autograd : input;
-      if (!t.requiresGrad || !running.inputs.includes(t)) return;
+      const t = wanted(input);
+      if (!t) return;
       if (grad.length !== t.size) throw new Error(`backward: gradient of ${grad.length} values for an input of ${t.size}`);
       const g = grads.get(t);
       if (g) {

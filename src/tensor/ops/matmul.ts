@@ -120,10 +120,10 @@ function gradB(g: Float32Array, a: Float32Array, into: Float32Array, m: number, 
 export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
   if (!bias) return matmul(x, weight, { transB: true });
   const n = weight.shape[0];
-  if (bias.bf16 || bias.ndim !== 1 || bias.size !== n || weight.ndim !== 2 || x.ndim < 2 || x.lastDim !== weight.shape[1]) {
+  // Other shapes (and a bf16 input, which matmul refuses) take the general path and its errors.
+  if (x.bf16 || bias.bf16 || bias.ndim !== 1 || bias.size !== n || weight.ndim !== 2 || x.ndim < 2 || x.lastDim !== weight.shape[1]) {
     return add(matmul(x, weight, { transB: true }), bias);
   }
-  if (x.bf16) throw new Error(`matmul: only the second operand (a weight) may be stored as bf16, got A ${x}`);
   const m = x.size / x.lastDim;
   const out = Tensor.uninitialized([...x.shape.slice(0, -1), n]);
   for (let r = 0; r < m; r++) out.data.set(bias.data, r * n);
