@@ -4,7 +4,12 @@
  * leaves the work to the main thread.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { swigluBackward, swigluForward } from '../src/backend/kernels/activation.js';
 import { linearLogprobsBackward, linearLogprobsForward } from '../src/backend/kernels/linear-logprobs.js';
 import { backend } from '../src/backend/select.js';
@@ -97,6 +102,26 @@ describe('helper thread', { skip: simd() ? false : 'no WebAssembly SIMD here: th
       assert.equal(helper.ready, false);
     } finally {
       await helper.close();
+    }
+  });
+
+  it('lets matrix products run right after it starts, even while its loader forks (a cold tsx cache)', () => {
+    // OpenBLAS's fork handler stops its threads: a fork on the helper during a product on the
+    // main thread once left that product waiting forever. A fresh temporary folder makes tsx
+    // start esbuild in the worker; 60 s is only there to end a hang, far above the ~3 s it takes.
+    const cold = mkdtempSync(join(tmpdir(), 'tunekit-cold-loader-'));
+    try {
+      const script = fileURLToPath(new URL('./helpers/products-while-helper-starts.ts', import.meta.url));
+      const run = spawnSync(process.execPath, ['--import', 'tsx', script], {
+        env: { ...process.env, TMPDIR: cold, TUNEKIT_BACKEND: 'blas' },
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      assert.equal(run.signal, null, `the products hung (killed by ${run.signal}); stderr: ${run.stderr}`);
+      assert.equal(run.status, 0, run.stderr);
+      assert.match(run.stdout, /^products \d+/);
+    } finally {
+      rmSync(cold, { recursive: true, force: true });
     }
   });
 });

@@ -6,6 +6,8 @@ import type { HelperTask } from './tasks.js';
 export const CTRL_DONE = 0;
 export const CTRL_FAILED = 1;
 export const CTRL_READY = 2;
+/** What the ready word holds when the helper cannot be used (it failed to load, or has no SIMD). */
+export const NOT_USABLE = -1;
 
 /** A helper that takes this long over half a task is taken for dead. */
 const STALL_MS = 120_000;
@@ -21,14 +23,18 @@ const { workerData } = require('node:worker_threads');
 (async () => {
   if (workerData.tsx) (await import(workerData.tsx)).register();
   await import(workerData.entry);
-})();`;
+})().catch((err) => {
+  Atomics.store(workerData.ctrl, ${CTRL_READY}, ${NOT_USABLE});
+  Atomics.notify(workerData.ctrl, ${CTRL_READY});
+  throw err;
+});`;
 
 /**
  * One worker thread that runs half of the element-wise kernels' work while the main thread runs
  * the other half: matrix products use both cores through BLAS, and without it the second core
- * idles through the exponentials of the vocabulary loss. Started on first use; until it is
- * ready (or if it fails) the main thread does all the work, so results never depend on it: both
- * halves run the same code on the same rows.
+ * idles through the exponentials of the vocabulary loss. Started on first use, which waits for
+ * it to be ready; if it fails, the main thread does all the work, so results never depend on it:
+ * both halves run the same code on the same rows.
  */
 export class HelperThread {
   private readonly ctrl = new Int32Array(new SharedArrayBuffer(3 * 4));
@@ -60,7 +66,9 @@ export class HelperThread {
   /** Blocks until the helper is ready (tests; callers never need to): returns whether it is. */
   waitUntilReady(): boolean {
     const start = Date.now();
-    while (!this.ready && !this.broken && Date.now() - start < START_MS) Atomics.wait(this.ctrl, CTRL_READY, 0, 20);
+    while (Atomics.load(this.ctrl, CTRL_READY) === 0 && !this.broken && Date.now() - start < START_MS) {
+      Atomics.wait(this.ctrl, CTRL_READY, 0, 20);
+    }
     return this.ready;
   }
 
@@ -132,6 +140,14 @@ export function startHelperThread(): HelperThread | null {
       try {
         helper = new HelperThread();
       } catch {
+        helper = null;
+      }
+      // Waits here for the helper to finish starting: a thread that forks (tsx's loader starts
+      // esbuild in the worker when its cache is cold) runs OpenBLAS's fork handler, which stops
+      // the BLAS threads; if a product was running on this thread meanwhile, it would wait
+      // forever for a thread that is gone. Once started, the helper never forks.
+      if (helper && !helper.waitUntilReady()) {
+        void helper.close();
         helper = null;
       }
     }

@@ -2,7 +2,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { simd } from '../wasm/simd.js';
 import { runTask } from './tasks.js';
 import type { HelperTask } from './tasks.js';
-import { CTRL_DONE, CTRL_FAILED, CTRL_READY } from './helper-thread.js';
+import { CTRL_DONE, CTRL_FAILED, CTRL_READY, NOT_USABLE } from './helper-thread.js';
 import type { SharedKernels } from './helper-thread.js';
 import type { KernelExports } from '../wasm/simd.js';
 
@@ -27,4 +27,5 @@ parentPort?.on('message', ({ seq, task }: { seq: number; task: HelperTask }) => 
   Atomics.notify(ctrl, CTRL_DONE);
 });
 // Only the same kernels as the main thread's give the same bits: without SIMD here, stay unused.
-if (simd()) Atomics.store(ctrl, CTRL_READY, 1);
+Atomics.store(ctrl, CTRL_READY, simd() ? 1 : NOT_USABLE);
+Atomics.notify(ctrl, CTRL_READY);
