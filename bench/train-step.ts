@@ -8,6 +8,7 @@
  * `--base-dtype bf16` stores the frozen decoder weights as bf16, as `base_dtype: bf16` does.
  */
 import { parseArgs } from 'node:util';
+import { shortenBlasSpinForTraining } from '../src/backend/blas-spin.js';
 import { parseDecoderConfig } from '../src/models/config.js';
 import { CausalLM } from '../src/models/decoder.js';
 import { initializeWeights } from '../src/models/init.js';
@@ -23,6 +24,8 @@ const steps = Number(values.steps ?? 3);
 const B = 4;
 const T = 256;
 
+// As `tunekit train` does before the BLAS library loads.
+shortenBlasSpinForTraining();
 const config = parseDecoderConfig(PRESETS['qwen2.5-0.5b'].config);
 const model = new CausalLM(config);
 initializeWeights(model, 0);

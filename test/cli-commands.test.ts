@@ -52,7 +52,7 @@ describe('tunekit env', () => {
     assert.equal(r.code, 0);
     assert.equal(r.stdout.trimEnd().split('\n').length, 1);
     const facts = JSON.parse(r.stdout) as Record<string, unknown>;
-    assert.deepEqual(Object.keys(facts).sort(), ['allocator', 'backend', 'blas_config', 'blas_library', 'blas_threads', 'cores', 'helper_thread', 'memory_gb', 'node', 'platform', 'simd']);
+    assert.deepEqual(Object.keys(facts).sort(), ['allocator', 'backend', 'blas_config', 'blas_library', 'blas_spin', 'blas_threads', 'cores', 'helper_thread', 'memory_gb', 'node', 'platform', 'simd']);
     assert.ok(facts.backend === 'js' || facts.backend === 'blas', `backend ${facts.backend}`);
     if (facts.backend === 'blas') {
       assert.equal(typeof facts.blas_library, 'string');

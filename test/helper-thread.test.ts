@@ -12,6 +12,7 @@ import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { swigluBackward, swigluForward } from '../src/backend/kernels/activation.js';
 import { linearLogprobsBackward, linearLogprobsForward } from '../src/backend/kernels/linear-logprobs.js';
+import { shortenBlasSpinForTraining } from '../src/backend/blas-spin.js';
 import { backend } from '../src/backend/select.js';
 import { HelperThread, helperThread, startHelperThread, useHelperThread } from '../src/backend/threads/helper-thread.js';
 import { simd } from '../src/backend/wasm/simd.js';
@@ -88,6 +89,18 @@ describe('helper thread', { skip: simd() ? false : 'no WebAssembly SIMD here: th
       assert.ok(shared.tasks >= 6, `blocks went to the helper (${shared.tasks})`);
       assert.equal(alone.tasks, 0);
       for (const key of ['out', 'g1', 'u1', 'g0'] as const) assert.deepEqual(shared[key], alone[key], `${key} n=${n}`);
+    }
+  });
+
+  it('keeps a spin limit the user set for OpenBLAS threads', () => {
+    const own = process.env.OPENBLAS_THREAD_TIMEOUT;
+    try {
+      process.env.OPENBLAS_THREAD_TIMEOUT = '26';
+      assert.equal(shortenBlasSpinForTraining(), 'OPENBLAS_THREAD_TIMEOUT=26 (yours)');
+      assert.equal(process.env.OPENBLAS_THREAD_TIMEOUT, '26');
+    } finally {
+      if (own === undefined) delete process.env.OPENBLAS_THREAD_TIMEOUT;
+      else process.env.OPENBLAS_THREAD_TIMEOUT = own;
     }
   });
 

@@ -38,4 +38,6 @@ export interface BackendInfo {
   libraryPath: string | null;
   threads: number;
   config: string | null;
+  /** How long the BLAS worker threads spin after a product (OpenBLAS), or null. */
+  spin?: string | null;
 }

@@ -1,5 +1,6 @@
 import koffi, { type LibraryHandle } from 'koffi';
 import type { Backend, BackendInfo, GemmArgs } from './backend.js';
+import { blasLoaded, blasSpinSetting } from './blas-spin.js';
 
 const CBLAS_ROW_MAJOR = 101;
 const CBLAS_NO_TRANS = 111;
@@ -41,6 +42,7 @@ export class BlasBackend implements Backend {
 
   /** Opens the first library that has `cblas_sgemm`, or returns why none could be used. */
   static open(candidates = blasCandidates()): BlasBackend | { error: string } {
+    blasLoaded();
     const tried: string[] = [];
     for (const path of candidates) {
       let lib: LibraryHandle;
@@ -94,6 +96,7 @@ export class BlasBackend implements Backend {
       libraryPath: this.path,
       threads: this.threadQuery ? this.threadQuery() : 0,
       config: this.configQuery ? this.configQuery() : null,
+      spin: blasSpinSetting(),
     };
   }
 }

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { shortenBlasSpinForTraining } from '../backend/blas-spin.js';
 import { join } from 'node:path';
 import { epochOrder, makeBatches, padIdOf } from '../data/index.js';
 import type { EncodedExample } from '../data/index.js';
@@ -30,6 +31,7 @@ export interface RunOptions {
  * result in output_dir (adapter or model, tokenizer files, logs, loss curve).
  */
 export async function runTraining(config: TrainConfig, opts: RunOptions = {}): Promise<TrainResult> {
+  shortenBlasSpinForTraining();
   const log = opts.log ?? ((line: string) => console.error(line));
   // A hub id (org/name) becomes its folder in the Hugging Face cache, downloaded if missing.
   const c: TrainConfig = { ...config, model_name_or_path: await resolveModel(config.model_name_or_path) };

@@ -13,6 +13,7 @@ export function environmentFacts(): Record<string, string | number | null> {
     blas_library: info.libraryPath,
     blas_threads: info.backend === 'blas' ? info.threads : null,
     blas_config: info.config,
+    blas_spin: info.spin ?? null,
     allocator: keepFreedMemory(),
     simd: simd() ? 'WebAssembly SIMD, 4 float32 lanes' : simdAvailable() ? 'off (TUNEKIT_SIMD=0): scalar JavaScript kernels' : 'unavailable: scalar JavaScript kernels',
     helper_thread: helperThreadSetting(),
@@ -28,7 +29,7 @@ export const envCommand: Command = {
   run(argv) {
     const { values } = parseFlags('env', argv, { json: { type: 'boolean' }, help: { type: 'boolean' } });
     if (values.help) {
-      console.log('usage: tunekit env [--json]\n\nTUNEKIT_BACKEND=js|blas forces a backend; TUNEKIT_BLAS_LIB names a BLAS library to load;\nTUNEKIT_KEEP_FREED_MEMORY=0 lets glibc return freed memory to the system at once;\nTUNEKIT_SIMD=0 runs the scalar JavaScript element-wise kernels;\nTUNEKIT_HELPER_THREAD=0 keeps all element-wise work on the main thread.');
+      console.log('usage: tunekit env [--json]\n\nTUNEKIT_BACKEND=js|blas forces a backend; TUNEKIT_BLAS_LIB names a BLAS library to load;\nTUNEKIT_KEEP_FREED_MEMORY=0 lets glibc return freed memory to the system at once;\nTUNEKIT_SIMD=0 runs the scalar JavaScript element-wise kernels;\nTUNEKIT_HELPER_THREAD=0 keeps all element-wise work on the main thread;\nOPENBLAS_THREAD_TIMEOUT bounds how long OpenBLAS threads spin after a product (training sets 22).');
       return 0;
     }
     const facts = environmentFacts();
