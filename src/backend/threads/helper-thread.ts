@@ -63,7 +63,7 @@ export class HelperThread {
     return !this.broken && Atomics.load(this.ctrl, CTRL_READY) === 1;
   }
 
-  /** Blocks until the helper is ready (tests; callers never need to): returns whether it is. */
+  /** Blocks until the helper is ready or cannot be (at most START_MS): returns whether it is ready. */
   waitUntilReady(): boolean {
     const start = Date.now();
     while (Atomics.load(this.ctrl, CTRL_READY) === 0 && !this.broken && Date.now() - start < START_MS) {
