@@ -12,7 +12,8 @@
 export const TRAINING_THREAD_TIMEOUT = '22';
 
 let loaded = false;
-let setting = 'OpenBLAS default (spin 2^28 cycles after a product)';
+/** The value this process set for training, if it did. */
+let setForTraining: string | null = null;
 
 /** Called by the BLAS backend as it loads the library: later settings cannot take effect. */
 export function blasLoaded(): void {
@@ -25,15 +26,16 @@ export function blasLoaded(): void {
  * effect.
  */
 export function shortenBlasSpinForTraining(): string {
-  const own = process.env.OPENBLAS_THREAD_TIMEOUT;
-  if (own !== undefined && own !== '') return (setting = `OPENBLAS_THREAD_TIMEOUT=${own} (yours)`);
-  if (loaded) return setting;
-  process.env.OPENBLAS_THREAD_TIMEOUT = TRAINING_THREAD_TIMEOUT;
-  return (setting = `OPENBLAS_THREAD_TIMEOUT=${TRAINING_THREAD_TIMEOUT} for training: threads spin about 2^${TRAINING_THREAD_TIMEOUT} cycles after a product`);
+  if (!loaded && !process.env.OPENBLAS_THREAD_TIMEOUT) {
+    process.env.OPENBLAS_THREAD_TIMEOUT = setForTraining = TRAINING_THREAD_TIMEOUT;
+  }
+  return blasSpinSetting();
 }
 
 /** What is in effect, for `tunekit env`. */
 export function blasSpinSetting(): string {
-  const own = process.env.OPENBLAS_THREAD_TIMEOUT;
-  return own !== undefined && own !== '' && !setting.startsWith('OPENBLAS_THREAD_TIMEOUT=') ? `OPENBLAS_THREAD_TIMEOUT=${own} (yours)` : setting;
+  const value = process.env.OPENBLAS_THREAD_TIMEOUT;
+  if (!value) return 'OpenBLAS default (spin 2^28 cycles after a product)';
+  if (value === setForTraining) return `OPENBLAS_THREAD_TIMEOUT=${value} for training: threads spin about 2^${value} cycles after a product`;
+  return `OPENBLAS_THREAD_TIMEOUT=${value} (yours)`;
 }

@@ -31,6 +31,11 @@ export type HelperTask =
       upAdd: number;
     };
 
+function kernelsOver(main: KernelExports | null): KernelExports {
+  if (!main) throw new Error('no kernels over the main thread\'s memory');
+  return main;
+}
+
 /**
  * Runs a task on the calling thread: the helper's side of `HelperThread.split`. `main` is the
  * kernels' instance over the main thread's memory.
@@ -41,12 +46,10 @@ export function runTask(task: HelperTask, main: KernelExports | null): void {
       logitRows(task.logits, task.vocab, task.from, task.to, task.targets, task.grads, task.out);
       return;
     case 'swiglu-forward':
-      if (!main) throw new Error('no kernels over the main thread\'s memory');
-      main.swiglu_forward(task.gate, task.up, task.out, task.n);
+      kernelsOver(main).swiglu_forward(task.gate, task.up, task.out, task.n);
       return;
     case 'swiglu-backward':
-      if (!main) throw new Error('no kernels over the main thread\'s memory');
-      main.swiglu_backward(task.gate, task.up, task.grad, task.gateInto, task.upInto, task.n, task.gateAdd, task.upAdd);
+      kernelsOver(main).swiglu_backward(task.gate, task.up, task.grad, task.gateInto, task.upInto, task.n, task.gateAdd, task.upAdd);
       return;
     default:
       throw new Error(`unknown task ${JSON.stringify((task as { kind: unknown }).kind)}`);
